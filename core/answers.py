@@ -1,0 +1,199 @@
+"""Answer files (``.xlsx`` / ``.csv``) read through an import profile.
+
+:func:`read_answers` turns a file into checked rows without touching the
+database (``xinshu score`` uses it as is). :func:`import_answers` also matches
+each respondent to a student and records every response through
+:func:`xinshu.alerting.record_response`, all-or-nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from xinshu.alerting import record_response
+from xinshu.errors import ImportRejected, RowError, XinshuError
+from xinshu.instruments import Instrument
+from xinshu.models import ImportBatch, Student
+from xinshu.profiles import CellError, ImportProfile
+from xinshu.scoring import AnswerError, check_answers
+from xinshu.services import Services
+from xinshu.tabular import read_table
+
+
+@dataclass
+class AnswerRow:
+    """One respondent's row: checked answers and the original cells."""
+
+    row: int
+    respondent: str
+    answers: dict[str, float | None]
+    raw_cells: dict[str, Any]
+
+
+@dataclass
+class AnswerFile:
+    """Rows read from a file, and how many all-blank rows were skipped."""
+
+    sheet: str
+    rows: list[AnswerRow]
+    blank_rows: int
+    digest: str
+
+
+def resolve_profile(services: Services, instrument_id: str, profile_id: str) -> tuple[Instrument, ImportProfile]:
+    """Look up an instrument and a profile made for it."""
+    decls = services.declarations
+    if instrument_id not in decls.instruments:
+        raise XinshuError(f"no instrument {instrument_id!r} (known: {', '.join(sorted(decls.instruments))})")
+    if profile_id not in decls.profiles:
+        raise XinshuError(f"no import profile {profile_id!r} (known: {', '.join(sorted(decls.profiles))})")
+    profile = decls.profiles[profile_id]
+    if profile.instrument != instrument_id:
+        raise XinshuError(f"profile {profile_id!r} is for instrument {profile.instrument!r}, not {instrument_id!r}")
+    return decls.instruments[instrument_id], profile
+
+
+def read_answers(path: Path | str, instrument: Instrument, profile: ImportProfile) -> AnswerFile:
+    """Read and check every row; raise :class:`ImportRejected` listing all errors."""
+    path = Path(path)
+    data = path.read_bytes()
+    table = read_table(path, data)
+    columns = {name: index for index, name in enumerate(table.header)}
+    missing = [c for c in (profile.respondent_column, *profile.items) if c not in columns]
+    if missing:
+        raise ImportRejected([RowError(1, c, "column is missing", table.sheet) for c in missing])
+    rows, errors, blanks, seen = [], [], 0, {}
+    for number, cells in table.rows:
+        parsed = _parse_row(number, cells, columns, instrument, profile, table.sheet, errors)
+        if parsed is None:
+            blanks += 1
+            continue
+        if parsed.respondent in seen:
+            message = f"respondent {parsed.respondent} already on row {seen[parsed.respondent]}"
+            errors.append(RowError(number, profile.respondent_column, message, table.sheet))
+        seen.setdefault(parsed.respondent, number)
+        rows.append(parsed)
+    if errors:
+        raise ImportRejected(errors)
+    return AnswerFile(table.sheet, rows, blanks, hashlib.sha256(data).hexdigest())
+
+
+def _parse_row(number, cells, columns, instrument, profile, sheet, errors) -> AnswerRow | None:
+    def cell(column: str) -> Any:
+        index = columns[column]
+        return cells[index] if index < len(cells) else None
+
+    raw = {column: cell(column) for column in (profile.respondent_column, *profile.items)}
+    if all(_blank(raw[c]) for c in profile.items):
+        if all(_blank(v) for v in cells) or profile.blank_rows == "skip":
+            return None
+        errors.append(RowError(number, "", "no answers in this row", sheet))
+        return None
+    respondent = profile.parse_respondent(raw[profile.respondent_column])
+    if not respondent:
+        errors.append(RowError(number, profile.respondent_column, "respondent id is blank", sheet))
+    answers: dict[str, float | None] = {}
+    for column, item in profile.items.items():
+        try:
+            answers[item] = profile.parse_value(raw[column])
+        except CellError as exc:
+            errors.append(RowError(number, column, str(exc), sheet))
+    try:
+        answers = check_answers(instrument, answers)
+    except AnswerError as exc:
+        errors.append(RowError(number, "", str(exc), sheet))
+    return AnswerRow(number, respondent, answers, {k: _jsonable(v) for k, v in raw.items()})
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip() == "")
+
+
+def _jsonable(value: Any) -> Any:
+    return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
+
+
+@dataclass
+class AnswersResult:
+    """What an accepted answers import did."""
+
+    rows: int
+    blank_rows: int
+    recorded: int = 0
+    duplicates: int = 0
+    warnings: int = 0
+    cases: int = 0
+    notifications: int = 0
+    already_imported: bool = False
+    levels: dict[int, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def import_answers(
+    session: Session,
+    services: Services,
+    path: Path | str,
+    instrument_id: str,
+    profile_id: str,
+    school_id: int | None = None,
+) -> AnswersResult:
+    """Import an answer file; the caller commits. Nothing is added on error.
+
+    :param school_id: restrict respondent matching to one school.
+    :raises ImportRejected: bad cells, unknown or ambiguous respondents.
+    """
+    instrument, profile = resolve_profile(services, instrument_id, profile_id)
+    answer_file = read_answers(path, instrument, profile)
+    students = _match_students(session, answer_file, profile, school_id)
+    result = AnswersResult(rows=len(answer_file.rows), blank_rows=answer_file.blank_rows)
+    batch = ImportBatch(kind="answers", filename=Path(path).name, file_sha256=answer_file.digest, rows=result.rows)
+    session.add(batch)
+    session.flush()
+    for row in answer_file.rows:
+        outcome = record_response(
+            session, services, students[row.respondent], instrument.id, row.answers, row.raw_cells, "import", batch.id
+        )
+        if outcome.duplicate:
+            result.duplicates += 1
+            continue
+        result.recorded += 1
+        if outcome.warning is not None:
+            result.warnings += 1
+            result.levels[outcome.warning.level] = result.levels.get(outcome.warning.level, 0) + 1
+        result.notifications += outcome.notifications
+        result.cases += outcome.case_opened
+    batch.created = result.recorded
+    batch.unchanged = result.duplicates
+    result.already_imported = result.recorded == 0 and result.duplicates > 0
+    return result
+
+
+def _match_students(session: Session, answer_file: AnswerFile, profile: ImportProfile, school_id: int | None):
+    column = getattr(Student, profile.match)
+    wanted = [r.respondent for r in answer_file.rows]
+    stmt = select(Student).where(Student.active.is_(True))
+    if school_id is not None:
+        stmt = stmt.where(Student.school_id == school_id)
+    found: dict[str, list[Student]] = {}
+    for chunk_start in range(0, len(wanted), 900):
+        chunk = wanted[chunk_start : chunk_start + 900]
+        for student in session.scalars(stmt.where(column.in_(chunk))):
+            found.setdefault(getattr(student, profile.match), []).append(student)
+    errors = []
+    for row in answer_file.rows:
+        matches = found.get(row.respondent, [])
+        if not matches:
+            errors.append(RowError(row.row, profile.respondent_column, f"no student with {profile.match} {row.respondent}", answer_file.sheet))
+        elif len(matches) > 1:
+            errors.append(RowError(row.row, profile.respondent_column, f"{len(matches)} students match {row.respondent}; give --school", answer_file.sheet))
+    if errors:
+        raise ImportRejected(errors)
+    return {k: v[0] for k, v in found.items()}

@@ -1,0 +1,202 @@
+"""The ``xinshu`` command line.
+
+``xinshu check`` validates declarations; ``import-roster`` and
+``import-answers`` run the same code a school's upload runs; ``score`` scores
+a file without any database; ``dispatch`` delivers queued notifications;
+``demo`` builds the demo city; ``serve`` runs the back office.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from xinshu.errors import DeclarationsInvalid, ImportRejected, XinshuError
+
+
+def _services(with_db: bool = True, **config):
+    from xinshu.services import build_services
+
+    try:
+        return build_services({k: v for k, v in config.items() if v is not None}, with_db=with_db)
+    except DeclarationsInvalid as exc:
+        for error in exc.errors:
+            click.echo(str(error), err=True)
+        raise SystemExit(1) from exc
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
+def main(verbose: bool) -> None:
+    """xinshu (心数): student mental-health screening and crisis intervention."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), help="Declaration root (default: project).")
+def check(root: Path | None) -> None:
+    """Validate every declaration; print ``file:line: path: message`` per error."""
+    services = _services(with_db=False, DECLARATION_ROOT=root)
+    decls = services.declarations
+    unconfigured = sorted(set(services.channel_classes) - services.configured_channels())
+    for name in unconfigured:
+        click.echo(f"note: channel {name!r} is not configured here; its notifications are not queued", err=True)
+    click.echo(
+        f"ok: {len(decls.files)} files, {len(decls.instruments)} instruments, {len(decls.rulesets)} alert rulesets, "
+        f"{len(decls.templates)} intervention templates, {len(decls.profiles)} import profiles"
+    )
+
+
+@main.command("import-roster")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--school", "school_code", required=True, help="School org-unit code.")
+@click.option("--database", help="Database URL (default: XINSHU_DATABASE_URL or ./instance/xinshu.db).")
+def import_roster_cmd(file: Path, school_code: str, database: str | None) -> None:
+    """Import a school roster (.xlsx); all-or-nothing."""
+    from xinshu.rosters import import_roster
+
+    services = _services(DATABASE_URL=database)
+    services.db.create_all()
+    with _reporting():
+        with services.db.transaction() as session:
+            result = import_roster(session, file, school_code)
+        click.echo(json.dumps(result.as_dict(), ensure_ascii=False))
+
+
+@main.command("import-answers")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--instrument", "instrument_id", required=True)
+@click.option("--profile", "profile_id", required=True)
+@click.option("--school", "school_code", help="Match respondents within this school only.")
+@click.option("--database", help="Database URL.")
+@click.option("--no-dispatch", is_flag=True, help="Queue notifications without delivering them now.")
+def import_answers_cmd(
+    file: Path, instrument_id: str, profile_id: str, school_code: str | None, database: str | None, no_dispatch: bool
+) -> None:
+    """Import answers, score them, warn, open cases and queue notifications."""
+    from xinshu.answers import import_answers
+    from xinshu.dispatch import dispatch_pending
+    from xinshu.rosters import get_school
+
+    services = _services(DATABASE_URL=database)
+    services.db.create_all()
+    with _reporting():
+        with services.db.transaction() as session:
+            school_id = get_school(session, school_code).id if school_code else None
+            result = import_answers(session, services, file, instrument_id, profile_id, school_id)
+        summary = result.as_dict()
+        if not no_dispatch:
+            summary["dispatch"] = dispatch_pending(services).as_dict()
+        click.echo(json.dumps(summary, ensure_ascii=False))
+
+
+@main.command()
+@click.argument("instrument_id")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--profile", "profile_id", required=True)
+def score(instrument_id: str, file: Path, profile_id: str) -> None:
+    """Score FILE; write CSV (respondent, per scale raw and band, flags) to stdout.
+
+    Touches no database. Rows with no answers at all are skipped (counted on stderr).
+    """
+    from xinshu.answers import read_answers, resolve_profile
+    from xinshu.scoring import score_response
+
+    services = _services(with_db=False)
+    with _reporting():
+        instrument, profile = resolve_profile(services, instrument_id, profile_id)
+        answer_file = read_answers(file, instrument, profile)
+        scorers = services.scorers()
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        scales = [s.id for s in instrument.scales]
+        writer.writerow(["respondent", *[c for s in scales for c in (s, f"{s}_band")], "flags"])
+        for row in answer_file.rows:
+            result = score_response(instrument, row.answers, scorers)
+            cells = [c for s in scales for c in (_num(result.scale_value(s)), result.band(s) or "")]
+            writer.writerow([row.respondent, *cells, ";".join(result.flags)])
+        click.echo(f"{len(answer_file.rows)} scored, {answer_file.blank_rows} blank rows skipped", err=True)
+
+
+@main.command()
+@click.option("--database", help="Database URL.")
+def dispatch(database: str | None) -> None:
+    """Deliver due notifications once and print the counts."""
+    from xinshu.dispatch import dispatch_pending
+
+    services = _services(DATABASE_URL=database)
+    click.echo(json.dumps(dispatch_pending(services).as_dict()))
+
+
+@main.command()
+@click.option("--database", help="Database URL (default: a fresh ./instance/demo.db).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Folder with nhanes_phq9/.")
+@click.option("--seed", default=20251011, show_default=True, help="Seed for the fictional people.")
+@click.option("--serve", "then_serve", is_flag=True, help="Serve the back office afterwards.")
+@click.option("--port", default=5000, show_default=True)
+def demo(database: str | None, data_dir: Path | None, seed: int, then_serve: bool, port: int) -> None:
+    """Build the demo city on a fresh database and print a JSON summary."""
+    from xinshu.demo import build_demo, default_data_dir
+
+    url = database or f"sqlite:///{Path.cwd() / 'instance' / 'demo.db'}"
+    with _reporting():
+        summary = build_demo(url, data_dir or default_data_dir(), seed)
+    click.echo(json.dumps(summary, ensure_ascii=False, indent=2))
+    click.echo(f"back office: http://127.0.0.1:{port}/admin/  login: {summary['login']['username']} / "
+               f"{summary['login']['password']}", err=True)
+    if then_serve:
+        _serve(url, "127.0.0.1", port)
+
+
+@main.command()
+@click.option("--database", help="Database URL.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True)
+def serve(database: str | None, host: str, port: int) -> None:
+    """Serve the back office with waitress."""
+    _serve(database, host, port)
+
+
+def _serve(database: str | None, host: str, port: int) -> None:
+    import waitress
+
+    from xinshu.app import create_app
+
+    config = {"DATABASE_URL": database} if database else {}
+    app = create_app(config)
+    click.echo(f"serving on http://{host}:{port}/admin/ (Ctrl+C to stop)", err=True)
+    waitress.serve(app, host=host, port=port, threads=8)
+
+
+class _reporting:
+    """Print user errors (with every row error) and exit 1, without a traceback."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is None:
+            return False
+        if isinstance(exc, ImportRejected):
+            click.echo(f"rejected, nothing written: {len(exc.errors)} error(s)", err=True)
+            for error in exc.errors:
+                click.echo(f"  {error}", err=True)
+            raise SystemExit(1)
+        if isinstance(exc, XinshuError):
+            click.echo(f"error: {exc}", err=True)
+            raise SystemExit(1)
+        return False
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return ""
+    return str(int(value)) if float(value).is_integer() else f"{value:.4g}"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

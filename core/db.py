@@ -1,0 +1,63 @@
+"""Engine and sessions.
+
+:class:`Database` wraps one SQLAlchemy engine, a session factory and a
+request-scoped session (``db.session``, what Flask-Admin uses). SQLite is the
+embedded default; on SQLite every connection gets ``journal_mode=WAL``,
+``synchronous=FULL`` (a committed answer survives a power cut, security.md
+§4.2), ``foreign_keys=ON`` and a busy timeout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pathlib import Path
+
+from sqlalchemy import create_engine, event, make_url
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, scoped_session, sessionmaker
+
+from xinshu.models import Base
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+
+
+class Database:
+    """One database: ``engine``, ``sessionmaker`` and scoped ``session``."""
+
+    def __init__(self, url: str):
+        self.url = url
+        _ensure_sqlite_dir(url)
+        self.engine: Engine = create_engine(url, future=True)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        self.session = scoped_session(self.sessionmaker)
+
+    def create_all(self) -> None:
+        """Create every table that does not exist yet."""
+        Base.metadata.create_all(self.engine)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A new session in one transaction: commit on success, else roll back."""
+        with self.sessionmaker() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.session.remove()
+        self.engine.dispose()

@@ -1,0 +1,192 @@
+"""Load a whole set of declarations, check them, and keep the last good set.
+
+Layout under each root directory::
+
+    instruments/*.yaml          kind: instrument       (id == file stem)
+    rules/levels.yaml           kind: levels           (exactly one)
+    rules/alerts/*.yaml         kind: alert_rules
+    rules/interventions/*.yaml  kind: intervention
+    rules/imports/*.yaml        kind: import_profile
+
+Loading is all-or-nothing: :func:`load_declarations` returns a complete
+:class:`Declarations` or raises :class:`~xinshu.errors.DeclarationsInvalid`
+listing every error. :class:`DeclarationStore` swaps in a new set only when it
+loads cleanly, so a bad edit never replaces the active declarations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xinshu.declarations import semantics
+from xinshu.declarations.loader import LoadedFile, read_declaration
+from xinshu.declarations.validate import validate_data
+from xinshu.errors import DeclarationError, DeclarationsInvalid
+from xinshu.instruments import Instrument, build_instrument
+from xinshu.levels import InterventionTemplate, Levels, build_levels, build_template
+from xinshu.profiles import ImportProfile, build_profile
+from xinshu.rules import Rule, RuleSet
+
+FOLDERS = {
+    "instruments": "instrument",
+    "rules/alerts": "alert_rules",
+    "rules/interventions": "intervention",
+    "rules/imports": "import_profile",
+}
+
+
+@dataclass(frozen=True)
+class Declarations:
+    """A complete, checked set of declarations.
+
+    ``digest`` is a SHA-256 over every file's path and bytes: it changes when
+    any declaration changes and identifies the set that produced a warning.
+    """
+
+    instruments: Mapping[str, Instrument]
+    levels: Levels
+    rulesets: Mapping[str, RuleSet]
+    templates: Mapping[str, InterventionTemplate]
+    profiles: Mapping[str, ImportProfile]
+    digest: str
+    files: tuple[str, ...] = field(default_factory=tuple)
+
+    def ruleset_for(self, instrument_id: str) -> RuleSet | None:
+        for ruleset in self.rulesets.values():
+            if ruleset.instrument == instrument_id:
+                return ruleset
+        return None
+
+    def template_for(self, level: int) -> InterventionTemplate:
+        for template in self.templates.values():
+            if level in template.levels:
+                return template
+        raise KeyError(level)
+
+
+def discover(roots: Iterable[Path]) -> list[tuple[Path, str, str]]:
+    """List ``(path, display name, kind)`` for every declaration file, sorted."""
+    found = []
+    for root in roots:
+        root = Path(root)
+        for folder, kind in FOLDERS.items():
+            base = root / folder
+            if base.is_dir():
+                for path in sorted(base.glob("*.yaml")):
+                    if not path.name.startswith("."):
+                        found.append((path, _display(path, root), kind))
+        levels = root / "rules" / "levels.yaml"
+        if levels.is_file():
+            found.append((levels, _display(levels, root), "levels"))
+    return found
+
+
+def _display(path: Path, root: Path) -> str:
+    """The path as written in messages: relative to its declaration root."""
+    return str(path.relative_to(root))
+
+
+def load_declarations(
+    roots: Iterable[Path],
+    scorers: Mapping[str, type],
+    channels: Iterable[str],
+) -> Declarations:
+    """Read, validate and check every declaration under ``roots``.
+
+    :param scorers: scorer name -> Scorer class (from ``register_scorers``).
+    :param channels: channel names (from ``register_channels``).
+    :raises DeclarationsInvalid: with every error found, sorted by file, line.
+    """
+    errors: list[DeclarationError] = []
+    loaded: list[tuple[LoadedFile, str]] = []
+    digest = hashlib.sha256()
+    for path, display, kind in discover(roots):
+        file, file_errors = read_declaration(path, display)
+        errors.extend(file_errors)
+        if file is None:
+            continue
+        digest.update(display.encode() + b"\0" + file.text.encode() + b"\0")
+        schema_errors = validate_data(file.data, kind, file)
+        errors.extend(schema_errors)
+        if not schema_errors:
+            loaded.append((file, kind))
+    if errors:
+        raise DeclarationsInvalid(_sorted(errors))
+    decls = _build(loaded, scorers, set(channels), digest.hexdigest(), errors)
+    if errors or decls is None:
+        raise DeclarationsInvalid(_sorted(errors))
+    return decls
+
+
+def _sorted(errors: list[DeclarationError]) -> list[DeclarationError]:
+    return sorted(set(errors), key=lambda e: (e.file, e.line, e.path, e.message))
+
+
+def _build(loaded, scorers, channels, digest, errors) -> Declarations | None:
+    by_kind: dict[str, list[LoadedFile]] = {k: [] for k in (*FOLDERS.values(), "levels")}
+    for file, kind in loaded:
+        by_kind[kind].append(file)
+    instruments = {}
+    for file in by_kind["instrument"]:
+        errors.extend(semantics.check_instrument(file, scorers))
+        instruments[file.data["id"]] = build_instrument(file.data, _sha(file), file.display)
+    errors.extend(semantics.unique_ids(by_kind["instrument"], "instrument"))
+    if len(by_kind["levels"]) != 1:
+        where = ", ".join(f.display for f in by_kind["levels"]) or "rules/levels.yaml"
+        errors.append(DeclarationError(where, 0, "", "exactly one rules/levels.yaml is required"))
+        return None
+    levels_file = by_kind["levels"][0]
+    errors.extend(semantics.check_levels(levels_file, channels))
+    levels = build_levels(levels_file.data, _sha(levels_file))
+    rulesets = {}
+    for file in by_kind["alert_rules"]:
+        errors.extend(semantics.check_alert_rules(file, instruments))
+        rulesets[file.data["id"]] = _ruleset(file)
+    errors.extend(semantics.unique_ids(by_kind["alert_rules"], "alert ruleset"))
+    errors.extend(semantics.unique_rule_ids(by_kind["alert_rules"]))
+    templates = {f.data["id"]: build_template(f.data) for f in by_kind["intervention"]}
+    errors.extend(semantics.unique_ids(by_kind["intervention"], "intervention template"))
+    errors.extend(semantics.check_template_coverage(by_kind["intervention"], levels_file))
+    profiles = {}
+    for file in by_kind["import_profile"]:
+        errors.extend(semantics.check_profile(file, instruments))
+        profiles[file.data["id"]] = build_profile(file.data)
+    errors.extend(semantics.unique_ids(by_kind["import_profile"], "import profile"))
+    files = tuple(f.display for f, _ in loaded)
+    return Declarations(instruments, levels, rulesets, templates, profiles, digest, files)
+
+
+def _sha(file: LoadedFile) -> str:
+    return hashlib.sha256(file.text.encode()).hexdigest()
+
+
+def _ruleset(file: LoadedFile) -> RuleSet:
+    data = file.data
+    rules = tuple(Rule(r["id"], r["level"], r["when"], r["explain"], r.get("source", "")) for r in data["rules"])
+    return RuleSet(data["id"], data["version"], _sha(file), data["instrument"], rules, file.display)
+
+
+class DeclarationStore:
+    """Holds the active declarations; :meth:`reload` swaps only on success.
+
+    Thread-safe: readers take :attr:`current` (an immutable object); a reload
+    builds a complete new set before replacing the reference.
+    """
+
+    def __init__(self, roots: list[Path], scorers: Mapping[str, type], channels: Iterable[str]):
+        self.roots = roots
+        self._scorers = scorers
+        self._channels = tuple(channels)
+        self._lock = threading.Lock()
+        self.current: Declarations = load_declarations(roots, scorers, self._channels)
+
+    def reload(self) -> Declarations:
+        """Load again; on error raise and keep the active set unchanged."""
+        with self._lock:
+            fresh = load_declarations(self.roots, self._scorers, self._channels)
+            self.current = fresh
+            return fresh

@@ -1,0 +1,198 @@
+"""Checks that JSON Schema cannot express: cross-references between files,
+unique ids, band coverage, scorer options, channel names."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from xinshu.declarations.loader import LoadedFile, format_path
+from xinshu.declarations.validate import validate_data
+from xinshu.errors import DeclarationError
+from xinshu.instruments import Instrument
+from xinshu.rules import references
+
+
+def _err(file: LoadedFile, path: tuple, message: str) -> DeclarationError:
+    return DeclarationError(file.display, file.line_of(path), format_path(path), message)
+
+
+def unique_ids(files: list[LoadedFile], what: str) -> list[DeclarationError]:
+    """Every file of a kind must have a distinct ``id``."""
+    seen: dict[str, str] = {}
+    errors = []
+    for file in files:
+        ident = file.data["id"]
+        if ident in seen:
+            errors.append(_err(file, ("id",), f"duplicate {what} id {ident!r} (also in {seen[ident]})"))
+        seen.setdefault(ident, file.display)
+    return errors
+
+
+def check_instrument(file: LoadedFile, scorers: Mapping[str, type]) -> list[DeclarationError]:
+    """Item/scale references, scorer names and options, band coverage."""
+    data = file.data
+    errors = []
+    if data["id"] != Path(file.display).stem:
+        errors.append(_err(file, ("id",), f"id {data['id']!r} must equal the file name {Path(file.display).stem!r}"))
+    items = {}
+    for i, item in enumerate(data["items"]):
+        if item["id"] in items:
+            errors.append(_err(file, ("items", i, "id"), f"duplicate item id {item['id']!r}"))
+        items[item["id"]] = item.get("options", data["response_options"])
+    scale_ids: set[str] = set()
+    for s, scale in enumerate(data["scales"]):
+        errors.extend(_check_scale(file, ("scales", s), scale, items, scorers))
+        if scale["id"] in scale_ids:
+            errors.append(_err(file, ("scales", s, "id"), f"duplicate scale id {scale['id']!r}"))
+        scale_ids.add(scale["id"])
+    for c, critical in enumerate(data.get("critical_items", [])):
+        options = items.get(critical["item"])
+        if options is None:
+            errors.append(_err(file, ("critical_items", c, "item"), f"no item {critical['item']!r}"))
+        elif critical["min_value"] > max(o["value"] for o in options):
+            errors.append(_err(file, ("critical_items", c, "min_value"), "above the item's highest answer"))
+    return errors
+
+
+def _check_scale(file, path, scale, items, scorers) -> list[DeclarationError]:
+    errors = []
+    for k, item_id in enumerate(scale["items"]):
+        if item_id not in items:
+            errors.append(_err(file, (*path, "items", k), f"no item {item_id!r} in this instrument"))
+    if len(set(scale["items"])) != len(scale["items"]):
+        errors.append(_err(file, (*path, "items"), "an item is listed twice"))
+    if scale["missing"]["min_answered"] > len(scale["items"]):
+        errors.append(_err(file, (*path, "missing", "min_answered"), "more than the scale's item count"))
+    scorer = scorers.get(scale["method"])
+    if scorer is None:
+        known = ", ".join(sorted(scorers)) or "none"
+        errors.append(_err(file, (*path, "method"), f"unknown scoring method {scale['method']!r} (known: {known})"))
+    else:
+        errors.extend(validate_data(scale.get("options", {}), scorer.options_schema, file, (*path, "options")))
+    if "bands" in scale and not errors:
+        errors.extend(_check_bands(file, path, scale, items))
+    return errors
+
+
+def _check_bands(file, path, scale, items) -> list[DeclarationError]:
+    ranges = scale["bands"]["ranges"]
+    errors = []
+    for b, band in enumerate(ranges):
+        if band["min"] > band["max"]:
+            errors.append(_err(file, (*path, "bands", "ranges", b), "min is greater than max"))
+        if b and band["min"] <= ranges[b - 1]["max"]:
+            errors.append(_err(file, (*path, "bands", "ranges", b, "min"), "overlaps the previous band"))
+    if errors or scale["method"] != "sum" or scale["missing"]["prorate"] not in ("none", "mean_times_n"):
+        return errors
+    values = [[o["value"] for o in items[i]] for i in scale["items"]]
+    if not all(float(v).is_integer() for vs in values for v in vs):
+        return errors
+    for b in range(1, len(ranges)):
+        if ranges[b]["min"] != ranges[b - 1]["max"] + 1:
+            errors.append(_err(file, (*path, "bands", "ranges", b, "min"), "leaves a gap after the previous band"))
+    low, high = sum(min(v) for v in values), sum(max(v) for v in values)
+    if ranges[0]["min"] > low or ranges[-1]["max"] < high:
+        errors.append(_err(file, (*path, "bands", "ranges"), f"bands must cover the score range {low:g}–{high:g}"))
+    return errors
+
+
+def check_levels(file: LoadedFile, channels: set[str]) -> list[DeclarationError]:
+    """Levels 1–4 each once; every channel named is registered."""
+    errors = []
+    numbers = [lv["level"] for lv in file.data["levels"]]
+    if sorted(numbers) != [1, 2, 3, 4]:
+        errors.append(_err(file, ("levels",), f"levels must be 1, 2, 3 and 4 once each, got {numbers}"))
+    for i, level in enumerate(file.data["levels"]):
+        for n, target in enumerate(level["notify"]):
+            for c, channel in enumerate(target["channels"]):
+                if channel not in channels:
+                    known = ", ".join(sorted(channels))
+                    path = ("levels", i, "notify", n, "channels", c)
+                    errors.append(_err(file, path, f"unknown channel {channel!r} (known: {known})"))
+    return errors
+
+
+def check_alert_rules(file: LoadedFile, instruments: Mapping[str, Instrument]) -> list[DeclarationError]:
+    """The instrument exists and every scale, item, band and critical item named in it."""
+    instrument = instruments.get(file.data["instrument"])
+    if instrument is None:
+        return [_err(file, ("instrument",), f"no instrument {file.data['instrument']!r}")]
+    errors = []
+    for r, rule in enumerate(file.data["rules"]):
+        for kind, name in references(rule["when"]):
+            problem = _reference_problem(instrument, kind, name)
+            if problem:
+                errors.append(_err(file, ("rules", r, "when"), problem))
+        errors.extend(_band_names(file, ("rules", r, "when"), rule["when"], instrument))
+    return errors
+
+
+def _reference_problem(instrument: Instrument, kind: str, name: str) -> str | None:
+    scales = {s.id for s in instrument.scales}
+    if kind in ("scale", "band") and name not in scales:
+        return f"{instrument.id} has no scale {name!r}"
+    if kind == "item" and name not in instrument.item_ids:
+        return f"{instrument.id} has no item {name!r}"
+    if kind == "critical" and name not in {c.item for c in instrument.critical_items}:
+        return f"{name!r} is not a critical item of {instrument.id}"
+    return None
+
+
+def _band_names(file, path, cond, instrument) -> list[DeclarationError]:
+    errors = []
+    for key in ("all", "any", "of"):
+        for i, sub in enumerate(cond.get(key, [])):
+            errors.extend(_band_names(file, (*path, key, i), sub, instrument))
+    if "not" in cond:
+        errors.extend(_band_names(file, (*path, "not"), cond["not"], instrument))
+    if "band" in cond and cond["band"] in {s.id for s in instrument.scales}:
+        known = [b.id for b in instrument.scale(cond["band"]).bands]
+        for i, band in enumerate(cond["in"]):
+            if band not in known:
+                errors.append(_err(file, (*path, "in", i), f"no band {band!r} (known: {', '.join(known)})"))
+    return errors
+
+
+def unique_rule_ids(files: list[LoadedFile]) -> list[DeclarationError]:
+    """Rule ids are unique across all alert rule files (warnings cite them)."""
+    seen: dict[str, str] = {}
+    errors = []
+    for file in files:
+        for r, rule in enumerate(file.data["rules"]):
+            if rule["id"] in seen:
+                errors.append(_err(file, ("rules", r, "id"), f"duplicate rule id {rule['id']!r} (also in {seen[rule['id']]})"))
+            seen.setdefault(rule["id"], file.display)
+    return errors
+
+
+def check_template_coverage(files: list[LoadedFile], levels_file: LoadedFile) -> list[DeclarationError]:
+    """Each level at or above the case threshold has exactly one template."""
+    threshold = levels_file.data["case_threshold"]
+    owner: dict[int, str] = {}
+    errors = []
+    for file in files:
+        for i, level in enumerate(file.data["levels"]):
+            if level in owner:
+                errors.append(_err(file, ("levels", i), f"level {level} already has template {owner[level]!r}"))
+            owner.setdefault(level, file.data["id"])
+    for level in range(threshold, 5):
+        if level not in owner:
+            message = f"no intervention template for level {level} (cases open at level {threshold} and above)"
+            errors.append(_err(levels_file, ("case_threshold",), message))
+    return errors
+
+
+def check_profile(file: LoadedFile, instruments: Mapping[str, Instrument]) -> list[DeclarationError]:
+    """The instrument exists and every mapped item belongs to it."""
+    instrument = instruments.get(file.data["instrument"])
+    if instrument is None:
+        return [_err(file, ("instrument",), f"no instrument {file.data['instrument']!r}")]
+    errors = []
+    mapped = list(file.data["items"].values())
+    for column, item in file.data["items"].items():
+        if item not in instrument.item_ids:
+            errors.append(_err(file, ("items", column), f"{instrument.id} has no item {item!r}"))
+        elif mapped.count(item) > 1:
+            errors.append(_err(file, ("items", column), f"item {item!r} is mapped from more than one column"))
+    return errors

@@ -1,0 +1,338 @@
+"""SQLAlchemy 2.0 data model.
+
+Org tree: city → district → school → grade → class (:class:`OrgUnit`, with a
+materialised ``path`` such as ``/1/3/7/`` so that "everything under this unit"
+is one prefix test). Students belong to a class unit and a school unit.
+
+Responses keep the raw answers exactly as imported; :class:`Score` rows are
+derived from them and stamp the instrument version and file digest.
+:class:`Warning` keeps the level, rule id, ruleset version and the input values
+that fired (explain-why). :class:`Case` carries the six steps as states.
+:class:`Notification` is the outbox: written in the same transaction as the
+warning, delivered by the dispatcher with retries.
+
+All timestamps are stored as naive UTC (:func:`utcnow`), the same on SQLite
+and PostgreSQL (security.md K1, §4.5); display converts to Asia/Shanghai.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+ORG_KINDS = ("city", "district", "school", "grade", "class")
+ROLES = ("bureau_admin", "district_admin", "principal", "moral_education_director", "psychology_teacher", "class_teacher")
+CASE_STATES = ("monitoring", "warned", "interviewing", "planning", "intervening", "follow_up", "closed", "transferred")
+OPEN_CASE_STATES = CASE_STATES[:6]
+
+
+def utcnow() -> dt.datetime:
+    """Current time as naive UTC (how every timestamp is stored)."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class OrgUnit(Base):
+    """A node of the org tree; ``path`` lists ancestor ids, e.g. ``/1/3/7/``."""
+
+    __tablename__ = "org_unit"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("org_unit.id"))
+    path: Mapped[str] = mapped_column(String(255), index=True, default="")
+    parent: Mapped[OrgUnit | None] = relationship(remote_side=[id])
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class User(Base):
+    """A staff account. Passwords are stored only as salted slow hashes."""
+
+    __tablename__ = "user_account"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(80), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    display_name: Mapped[str] = mapped_column(String(120), default="")
+    email: Mapped[str | None] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    roles: Mapped[list[RoleAssignment]] = relationship(back_populates="user", cascade="all, delete-orphan")
+
+    # Flask-Login protocol
+    @property
+    def is_active(self) -> bool:
+        return self.active
+
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def is_anonymous(self) -> bool:
+        return False
+
+    def get_id(self) -> str:
+        return str(self.id)
+
+    def __str__(self) -> str:
+        return self.username
+
+
+class RoleAssignment(Base):
+    """A user holds ``role`` over one org unit and everything below it."""
+
+    __tablename__ = "role_assignment"
+    __table_args__ = (UniqueConstraint("user_id", "org_unit_id", "role"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id"))
+    org_unit_id: Mapped[int] = mapped_column(ForeignKey("org_unit.id"))
+    role: Mapped[str] = mapped_column(String(40))
+    user: Mapped[User] = relationship(back_populates="roles")
+    org_unit: Mapped[OrgUnit] = relationship()
+
+
+class Student(Base):
+    """A student on a school roster.
+
+    ``id_number`` (居民身份证号) and ``student_number`` (全国学籍号) are kept as
+    exact strings; ``school_student_no`` is the school's own number (校内学号),
+    unique within the school.
+    """
+
+    __tablename__ = "student"
+    __table_args__ = (UniqueConstraint("school_id", "school_student_no"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    school_id: Mapped[int] = mapped_column(ForeignKey("org_unit.id"), index=True)
+    class_id: Mapped[int] = mapped_column(ForeignKey("org_unit.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    gender: Mapped[str] = mapped_column(String(1))  # "M" / "F"
+    birth_date: Mapped[dt.date | None] = mapped_column(Date)
+    id_number: Mapped[str | None] = mapped_column(String(18), unique=True)
+    student_number: Mapped[str | None] = mapped_column(String(32), unique=True)
+    school_student_no: Mapped[str | None] = mapped_column(String(32))
+    grade_level: Mapped[int] = mapped_column(Integer)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    school: Mapped[OrgUnit] = relationship(foreign_keys=[school_id])
+    class_unit: Mapped[OrgUnit] = relationship(foreign_keys=[class_id])
+
+    def __str__(self) -> str:
+        return f"#{self.id}"
+
+
+class ImportBatch(Base):
+    """One accepted import (roster or answers); ``file_sha256`` detects repeats."""
+
+    __tablename__ = "import_batch"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    filename: Mapped[str] = mapped_column(String(255))
+    file_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    org_unit_id: Mapped[int | None] = mapped_column(ForeignKey("org_unit.id"))
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+    created: Mapped[int] = mapped_column(Integer, default=0)
+    updated: Mapped[int] = mapped_column(Integer, default=0)
+    unchanged: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Response(Base):
+    """A submitted questionnaire: the raw answers as given, never edited.
+
+    ``dedupe_key`` (SHA-256 over instrument, student and answers) makes a
+    repeated import of the same answers a no-op.
+    """
+
+    __tablename__ = "response"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    student_id: Mapped[int] = mapped_column(ForeignKey("student.id"), index=True)
+    instrument_id: Mapped[str] = mapped_column(String(64))
+    instrument_version: Mapped[str] = mapped_column(String(32))
+    answers: Mapped[dict[str, Any]] = mapped_column(JSON)
+    raw_cells: Mapped[dict[str, Any]] = mapped_column(JSON)
+    source: Mapped[str] = mapped_column(String(40))
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("import_batch.id"))
+    dedupe_key: Mapped[str] = mapped_column(String(64), unique=True)
+    submitted_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    student: Mapped[Student] = relationship()
+    scores: Mapped[list[Score]] = relationship(back_populates="response", cascade="all, delete-orphan")
+
+
+class Score(Base):
+    """One scale's score of one response, derived from the raw answers."""
+
+    __tablename__ = "score"
+    __table_args__ = (UniqueConstraint("response_id", "scale"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    response_id: Mapped[int] = mapped_column(ForeignKey("response.id"), index=True)
+    scale: Mapped[str] = mapped_column(String(64))
+    raw_score: Mapped[float | None] = mapped_column(Float)
+    band: Mapped[str | None] = mapped_column(String(64))
+    answered: Mapped[int] = mapped_column(Integer)
+    valid: Mapped[bool] = mapped_column(Boolean)
+    flags: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    instrument_version: Mapped[str] = mapped_column(String(32))
+    instrument_digest: Mapped[str] = mapped_column(String(64))
+    computed_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    response: Mapped[Response] = relationship(back_populates="scores")
+
+
+class Warning(Base):  # noqa: A001 - the domain term (预警)
+    """A warning (预警) for a student, with the reason it fired.
+
+    ``inputs`` holds every fired rule with the exact values it read, e.g.
+    ``[{"rule_id": "phq9.item9", "level": 3, "inputs": {"critical:phq9_9": true}}]``.
+    """
+
+    __tablename__ = "warning"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    student_id: Mapped[int] = mapped_column(ForeignKey("student.id"), index=True)
+    response_id: Mapped[int | None] = mapped_column(ForeignKey("response.id"))
+    level: Mapped[int] = mapped_column(Integer)
+    rule_id: Mapped[str] = mapped_column(String(100))
+    ruleset_id: Mapped[str] = mapped_column(String(64))
+    ruleset_version: Mapped[str] = mapped_column(String(32))
+    ruleset_digest: Mapped[str] = mapped_column(String(64))
+    inputs: Mapped[list[Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    acknowledged_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    student: Mapped[Student] = relationship()
+    response: Mapped[Response | None] = relationship()
+
+
+class Case(Base):
+    """A crisis-intervention case moving through the six steps.
+
+    At most one open case per student (a partial unique index).
+    """
+
+    __tablename__ = "case_file"
+    __table_args__ = (
+        Index(
+            "uq_case_one_open_per_student",
+            "student_id",
+            unique=True,
+            sqlite_where=text("state NOT IN ('closed', 'transferred')"),
+            postgresql_where=text("state NOT IN ('closed', 'transferred')"),
+        ),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    student_id: Mapped[int] = mapped_column(ForeignKey("student.id"), index=True)
+    school_id: Mapped[int] = mapped_column(ForeignKey("org_unit.id"), index=True)
+    warning_id: Mapped[int] = mapped_column(ForeignKey("warning.id"))
+    level: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default="warned")
+    template_id: Mapped[str] = mapped_column(String(64))
+    template_version: Mapped[str] = mapped_column(String(32))
+    opened_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    student: Mapped[Student] = relationship()
+    warning: Mapped[Warning] = relationship()
+    tasks: Mapped[list[PlanTask]] = relationship(back_populates="case", cascade="all, delete-orphan")
+    events: Mapped[list[CaseEvent]] = relationship(back_populates="case", order_by="CaseEvent.id")
+
+    def __str__(self) -> str:
+        return f"case #{self.id}"
+
+
+class PlanTask(Base):
+    """A task of a case's plan, made from the intervention template."""
+
+    __tablename__ = "plan_task"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("case_file.id"), index=True)
+    template_task_id: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(String(255))
+    owner_role: Mapped[str] = mapped_column(String(40))
+    step: Mapped[str] = mapped_column(String(16))
+    category: Mapped[str] = mapped_column(String(16))
+    due_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    case: Mapped[Case] = relationship(back_populates="tasks")
+
+
+class CaseEvent(Base):
+    """An entry of a case's timeline: a state change with actor and reason."""
+
+    __tablename__ = "case_event"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("case_file.id"), index=True)
+    from_state: Mapped[str | None] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(80))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    case: Mapped[Case] = relationship(back_populates="events")
+
+
+class Notification(Base):
+    """Outbox row: one message to one role at one org unit through one channel.
+
+    ``idempotency_key`` is stable across retries (receivers de-duplicate on
+    it). ``status``: ``pending`` → ``sent``, or ``dead`` after the last retry
+    (shown as undeliverable, never deleted). Bodies carry no names, ID
+    numbers or answers: only case/warning id, level, school and a link.
+    """
+
+    __tablename__ = "notification"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(120), unique=True)
+    warning_id: Mapped[int] = mapped_column(ForeignKey("warning.id"), index=True)
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("case_file.id"))
+    channel: Mapped[str] = mapped_column(String(40))
+    role: Mapped[str] = mapped_column(String(40))
+    org_unit_id: Mapped[int] = mapped_column(ForeignKey("org_unit.id"))
+    level: Mapped[int] = mapped_column(Integer)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    org_unit: Mapped[OrgUnit] = relationship()
+
+
+class InboxMessage(Base):
+    """The in-app inbox: a message for holders of ``role`` at ``org_unit_id``.
+
+    Unique on the notification's idempotency key, so a re-delivery after a
+    crash is recorded once.
+    """
+
+    __tablename__ = "inbox_message"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(120), unique=True)
+    role: Mapped[str] = mapped_column(String(40))
+    org_unit_id: Mapped[int] = mapped_column(ForeignKey("org_unit.id"), index=True)
+    subject: Mapped[str] = mapped_column(String(255))
+    body: Mapped[str] = mapped_column(Text)
+    link: Mapped[str] = mapped_column(String(255))
+    level: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    read_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    org_unit: Mapped[OrgUnit] = relationship()

@@ -1,0 +1,106 @@
+"""The objects every entry point (web app, CLI, scheduler) works with.
+
+:func:`build_services` loads plugins, collects scorers and channels, and loads
+the declarations; :class:`Services` bundles them with the database.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from xinshu.channels import Channel
+from xinshu.db import Database
+from xinshu.declarations.registry import Declarations, DeclarationStore
+from xinshu.plugin_manager import collect_named, get_plugin_manager
+from xinshu.scoring import Scorer
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_declaration_root() -> Path:
+    """``XINSHU_DECLARATIONS`` if set, else the project checkout, else the cwd."""
+    if os.environ.get("XINSHU_DECLARATIONS"):
+        return Path(os.environ["XINSHU_DECLARATIONS"])
+    if (PROJECT_ROOT / "instruments").is_dir():
+        return PROJECT_ROOT
+    return Path.cwd()
+
+
+def default_database_url() -> str:
+    """``XINSHU_DATABASE_URL`` if set, else ``sqlite:///instance/xinshu.db`` in the cwd."""
+    return os.environ.get("XINSHU_DATABASE_URL") or f"sqlite:///{Path.cwd() / 'instance' / 'xinshu.db'}"
+
+
+def plugin_options(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Plugin-manager options from config or ``XINSHU_PLUGINS`` / ``XINSHU_BLOCK_PLUGINS``."""
+
+    def names(key: str) -> list[str]:
+        value = config.get(key, os.environ.get(key, ""))
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return list(value)
+
+    trace = str(config.get("XINSHU_TRACE_PLUGINS", os.environ.get("XINSHU_TRACE_PLUGINS", ""))) == "1"
+    return {"extra_modules": names("XINSHU_PLUGINS"), "blocked": names("XINSHU_BLOCK_PLUGINS"), "trace": trace}
+
+
+@dataclass
+class Services:
+    """Plugins, scorers, channels, declarations, database and config."""
+
+    pm: pluggy.PluginManager
+    scorer_classes: dict[str, type[Scorer]]
+    channel_classes: dict[str, type[Channel]]
+    store: DeclarationStore
+    db: Database | None
+    config: Mapping[str, Any]
+
+    @property
+    def declarations(self) -> Declarations:
+        return self.store.current
+
+    def scorers(self) -> dict[str, Scorer]:
+        return {name: cls() for name, cls in self.scorer_classes.items()}
+
+    def channel(self, name: str) -> Channel:
+        return self.channel_classes[name]()
+
+    def configured_channels(self) -> set[str]:
+        return {name for name, cls in self.channel_classes.items() if cls.configured(self.config)}
+
+
+def load_plugins(config: Mapping[str, Any]) -> tuple[pluggy.PluginManager, dict, dict]:
+    """Build the plugin manager and collect scorers and channels."""
+    pm = get_plugin_manager(**plugin_options(config))
+    scorers = collect_named(pm.hook.register_scorers(), "scorer")
+    channels = collect_named(pm.hook.register_channels(), "channel")
+    return pm, scorers, channels
+
+
+def declaration_roots(pm: pluggy.PluginManager, config: Mapping[str, Any]) -> list[Path]:
+    """The project root plus any directories plugins register."""
+    roots = [Path(config.get("DECLARATION_ROOT") or default_declaration_root())]
+    for extra in pm.hook.register_declaration_dirs():
+        roots.extend(Path(p) for p in extra or [])
+    return roots
+
+
+def build_services(config: Mapping[str, Any] | None = None, with_db: bool = True) -> Services:
+    """Load plugins and declarations; open the database unless ``with_db`` is False.
+
+    :raises StartupError: plugin problems.
+    :raises DeclarationsInvalid: a declaration has errors.
+    """
+    config = dict(config or {})
+    pm, scorers, channels = load_plugins(config)
+    store = DeclarationStore(declaration_roots(pm, config), scorers, channels)
+    db = None
+    if with_db:
+        db = Database(config.get("DATABASE_URL") or default_database_url())
+    return Services(pm, scorers, channels, store, db, config)
