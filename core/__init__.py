@@ -15,5 +15,5 @@ it is built).
 
 from xinshu.hookspecs import hookimpl
 
-__all__ = ["hookimpl", "__version__"]
+__all__ = ["__version__", "hookimpl"]
 __version__ = "0.1.0"

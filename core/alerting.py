@@ -31,9 +31,9 @@ from xinshu.models import (
     OrgUnit,
     PlanTask,
     Response,
+    RiskWarning,
     Score,
     Student,
-    Warning,
     utcnow,
 )
 from xinshu.plugin_manager import notify_observers
@@ -48,7 +48,7 @@ class Outcome:
 
     response: Response | None
     result: ScoreResult | None
-    warning: Warning | None = None
+    warning: RiskWarning | None = None
     case: Case | None = None
     notifications: int = 0
     duplicate: bool = False
@@ -121,12 +121,14 @@ def _score_row(response: Response, scale, result: ScoreResult) -> Score:
 
 
 def _warn(session, services, student, response, ruleset, decision: Decision, outcome: Outcome) -> None:
-    current = session.scalar(select(Warning).where(Warning.student_id == student.id, Warning.status == "open"))
+    current = session.scalar(
+        select(RiskWarning).where(RiskWarning.student_id == student.id, RiskWarning.status == "open")
+    )
     if current is not None and current.level >= decision.level:
         return
     if current is not None:
         current.status = "superseded"
-    warning = Warning(
+    warning = RiskWarning(
         student_id=student.id,
         response=response,
         level=decision.level,
@@ -145,7 +147,9 @@ def _warn(session, services, student, response, ruleset, decision: Decision, out
     notify_observers(services.pm, "warning_raised", warning=warning, session=session)
 
 
-def _open_or_raise_case(session: Session, services: Services, student: Student, warning: Warning) -> tuple[Case, bool]:
+def _open_or_raise_case(
+    session: Session, services: Services, student: Student, warning: RiskWarning
+) -> tuple[Case, bool]:
     """Open a case with its plan, or raise the level of the open one; ``(case, opened)``."""
     case = session.scalar(select(Case).where(Case.student_id == student.id, Case.state.in_(OPEN_CASE_STATES)))
     if case is not None:
@@ -186,7 +190,9 @@ def _open_or_raise_case(session: Session, services: Services, student: Student, 
     return case, True
 
 
-def queue_notifications(session: Session, services: Services, student: Student, warning: Warning, case: Case | None) -> int:
+def queue_notifications(
+    session: Session, services: Services, student: Student, warning: RiskWarning, case: Case | None
+) -> int:
     """Write one outbox row per (role, org unit, configured channel) of the level."""
     level = services.declarations.levels.get(warning.level)
     school = session.get(OrgUnit, student.school_id)
@@ -218,7 +224,9 @@ def queue_notifications(session: Session, services: Services, student: Student, 
     return count
 
 
-def notification_payload(services: Services, warning: Warning, case: Case | None, school: OrgUnit, level_name: str) -> dict:
+def notification_payload(
+    services: Services, warning: RiskWarning, case: Case | None, school: OrgUnit, level_name: str
+) -> dict:
     """Subject, body and link: no name, ID number or answer (security.md H6)."""
     base = str(services.config.get("PUBLIC_URL", "http://127.0.0.1:5000")).rstrip("/")
     if case is not None:
@@ -230,4 +238,3 @@ def notification_payload(services: Services, warning: Warning, case: Case | None
     subject = f"[心数] {level_name}预警 {ref}（{school.name}）"
     body = f"{school.name}：{ref}，预警等级 {warning.level}（{level_name}）。请登录系统查看并在时限内处理。"
     return {"subject": subject, "body": body, "link": link}
-

@@ -191,9 +191,23 @@ def _match_students(session: Session, answer_file: AnswerFile, profile: ImportPr
     for row in answer_file.rows:
         matches = found.get(row.respondent, [])
         if not matches:
-            errors.append(RowError(row.row, profile.respondent_column, f"no student with {profile.match} {row.respondent}", answer_file.sheet))
+            errors.append(
+                RowError(
+                    row.row,
+                    profile.respondent_column,
+                    f"no student with {profile.match} {row.respondent}",
+                    answer_file.sheet,
+                )
+            )
         elif len(matches) > 1:
-            errors.append(RowError(row.row, profile.respondent_column, f"{len(matches)} students match {row.respondent}; give --school", answer_file.sheet))
+            errors.append(
+                RowError(
+                    row.row,
+                    profile.respondent_column,
+                    f"{len(matches)} students match {row.respondent}; give --school",
+                    answer_file.sheet,
+                )
+            )
     if errors:
         raise ImportRejected(errors)
     return {k: v[0] for k, v in found.items()}

@@ -34,7 +34,9 @@ def _services(with_db: bool = True, **config):
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
 def main(verbose: bool) -> None:
     """xinshu (心数): student mental-health screening and crisis intervention."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
 
 
 @main.command()
@@ -146,8 +148,11 @@ def demo(database: str | None, data_dir: Path | None, seed: int, then_serve: boo
     with _reporting():
         summary = build_demo(url, data_dir or default_data_dir(), seed)
     click.echo(json.dumps(summary, ensure_ascii=False, indent=2))
-    click.echo(f"back office: http://127.0.0.1:{port}/admin/  login: {summary['login']['username']} / "
-               f"{summary['login']['password']}", err=True)
+    click.echo(
+        f"back office: http://127.0.0.1:{port}/admin/  login: {summary['login']['username']} / "
+        f"{summary['login']['password']}",
+        err=True,
+    )
     if then_serve:
         _serve(url, "127.0.0.1", port)
 

@@ -32,7 +32,7 @@ from xinshu.auth import create_user
 from xinshu.dispatch import dispatch_pending
 from xinshu.errors import XinshuError
 from xinshu.grades import grade_name
-from xinshu.models import Case, Notification, OrgUnit, Response, Score, Student, Warning
+from xinshu.models import Case, Notification, OrgUnit, Response, RiskWarning, Score, Student
 from xinshu.rosters import add_org_unit, import_roster
 from xinshu.services import PROJECT_ROOT, Services, build_services
 
@@ -82,7 +82,7 @@ def build_demo(database_url: str, data_dir: Path, seed: int = 20251011) -> dict[
     roster_dir.mkdir(parents=True, exist_ok=True)
     with services.db.transaction() as session:
         schools = _org_tree(session)
-    rng, fake = random.Random(seed), Faker("zh_CN")
+    rng, fake = random.Random(seed), Faker("zh_CN")  # noqa: S311 - fictional people, not secrets
     fake.seed_instance(seed)
     per_school = _split(seqns, len(schools))
     rosters, used = {}, set()
@@ -120,7 +120,9 @@ def _sexes(path: Path) -> dict[str, str]:
     if not path.is_file():
         return {}
     with path.open(newline="", encoding="utf-8-sig") as handle:
-        return {str(int(float(r["SEQN"]))): "M" if r["RIAGENDR"].startswith("1") else "F" for r in csv.DictReader(handle)}
+        return {
+            str(int(float(r["SEQN"]))): "M" if r["RIAGENDR"].startswith("1") else "F" for r in csv.DictReader(handle)
+        }
 
 
 def _split(items: list[str], parts: int) -> list[list[str]]:
@@ -195,7 +197,9 @@ def _cell(person: FakeStudent, header: str) -> Any:
 
 
 def _demo_users(session) -> None:
-    units = {u.code: u for u in session.scalars(select(OrgUnit).where(OrgUnit.kind.in_(("city", "district", "school"))))}
+    units = {
+        u.code: u for u in session.scalars(select(OrgUnit).where(OrgUnit.kind.in_(("city", "district", "school"))))
+    }
     create_user(session, "bureau", DEMO_PASSWORD, "bureau_admin", units["C01"])
     for code, _name, _area, members in SCHOOLS:
         create_user(session, f"district-{code.lower()}", DEMO_PASSWORD, "district_admin", units[code])
@@ -215,10 +219,9 @@ def _dispatch_all(services: Services) -> dict[str, int]:
 def _summary(services, rosters, answers, delivered, roster_dir: Path) -> dict[str, Any]:
     with services.db.sessionmaker() as session:
         bands = Counter(
-            band or "incomplete"
-            for band in session.scalars(select(Score.band).where(Score.scale == "total"))
+            band or "incomplete" for band in session.scalars(select(Score.band).where(Score.scale == "total"))
         )
-        levels = dict(session.execute(select(Warning.level, func.count()).group_by(Warning.level)).all())
+        levels = dict(session.execute(select(RiskWarning.level, func.count()).group_by(RiskWarning.level)).all())
         statuses = dict(session.execute(select(Notification.status, func.count()).group_by(Notification.status)).all())
         return {
             "students": session.scalar(select(func.count()).select_from(Student)),
@@ -232,8 +235,11 @@ def _summary(services, rosters, answers, delivered, roster_dir: Path) -> dict[st
             ),
             "warnings_per_level": {str(level): levels.get(level, 0) for level in (1, 2, 3, 4)},
             "cases_opened": session.scalar(select(func.count()).select_from(Case)),
-            "notifications": {"delivered": statuses.get("sent", 0), "pending": statuses.get("pending", 0),
-                              "undeliverable": statuses.get("dead", 0)},
+            "notifications": {
+                "delivered": statuses.get("sent", 0),
+                "pending": statuses.get("pending", 0),
+                "undeliverable": statuses.get("dead", 0),
+            },
             "login": {"username": "bureau", "password": DEMO_PASSWORD},
         }
 

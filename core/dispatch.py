@@ -98,4 +98,3 @@ def _record(notification: Notification, delivery: Delivery, now: dt.datetime, re
     else:
         notification.next_attempt_at = now + backoff(notification.attempts)
         report.failed += 1
-

@@ -33,12 +33,12 @@ hookimpl = HookimplMarker("xinshu")
 __all__ = [
     "hookimpl",
     "hookspec",
-    "register_scorers",
+    "notification_attempted",
+    "register_admin_views",
     "register_channels",
     "register_declaration_dirs",
-    "register_admin_views",
+    "register_scorers",
     "warning_raised",
-    "notification_attempted",
 ]
 
 
@@ -101,7 +101,7 @@ def warning_raised(warning: Any, session: Any) -> None:
     For audit or analytics. Must not commit or roll back the session, and must
     not block. Return value ignored.
 
-    :param warning: the :class:`xinshu.models.Warning` row.
+    :param warning: the :class:`xinshu.models.RiskWarning` row.
     :param session: the SQLAlchemy session holding it.
     """
 

@@ -6,7 +6,7 @@ is one prefix test). Students belong to a class unit and a school unit.
 
 Responses keep the raw answers exactly as imported; :class:`Score` rows are
 derived from them and stamp the instrument version and file digest.
-:class:`Warning` keeps the level, rule id, ruleset version and the input values
+:class:`RiskWarning` keeps the level, rule id, ruleset version and the input values
 that fired (explain-why). :class:`Case` carries the six steps as states.
 :class:`Notification` is the outbox: written in the same transaction as the
 warning, delivered by the dispatcher with retries.
@@ -18,7 +18,7 @@ and PostgreSQL (security.md K1, §4.5); display converts to Asia/Shanghai.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -37,7 +37,14 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 ORG_KINDS = ("city", "district", "school", "grade", "class")
-ROLES = ("bureau_admin", "district_admin", "principal", "moral_education_director", "psychology_teacher", "class_teacher")
+ROLES = (
+    "bureau_admin",
+    "district_admin",
+    "principal",
+    "moral_education_director",
+    "psychology_teacher",
+    "class_teacher",
+)
 CASE_STATES = ("monitoring", "warned", "interviewing", "planning", "intervening", "follow_up", "closed", "transferred")
 OPEN_CASE_STATES = CASE_STATES[:6]
 
@@ -48,7 +55,7 @@ def utcnow() -> dt.datetime:
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+    type_annotation_map: ClassVar = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
 class OrgUnit(Base):
@@ -61,7 +68,7 @@ class OrgUnit(Base):
     kind: Mapped[str] = mapped_column(String(16))
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("org_unit.id"))
     path: Mapped[str] = mapped_column(String(255), index=True, default="")
-    parent: Mapped[OrgUnit | None] = relationship(remote_side=[id])
+    parent: Mapped[OrgUnit | None] = relationship(remote_side=[id])  # noqa: A003 - SQLAlchemy idiom
 
     def __str__(self) -> str:
         return self.name
@@ -200,8 +207,8 @@ class Score(Base):
     response: Mapped[Response] = relationship(back_populates="scores")
 
 
-class Warning(Base):  # noqa: A001 - the domain term (预警)
-    """A warning (预警) for a student, with the reason it fired.
+class RiskWarning(Base):
+    """A warning (预警) for a student, with the reason it fired (table ``warning``).
 
     ``inputs`` holds every fired rule with the exact values it read, e.g.
     ``[{"rule_id": "phq9.item9", "level": 3, "inputs": {"critical:phq9_9": true}}]``.
@@ -251,7 +258,7 @@ class Case(Base):
     opened_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     student: Mapped[Student] = relationship()
-    warning: Mapped[Warning] = relationship()
+    warning: Mapped[RiskWarning] = relationship()
     tasks: Mapped[list[PlanTask]] = relationship(back_populates="case", cascade="all, delete-orphan")
     events: Mapped[list[CaseEvent]] = relationship(back_populates="case", order_by="CaseEvent.id")
 

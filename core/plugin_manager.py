@@ -57,16 +57,16 @@ def get_plugin_manager(
     pm.add_hookspecs(hookspecs)
     for name in blocked:
         pm.set_blocked(name)
-    pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-    for dotted in extra_modules:
-        if pm.is_blocked(dotted) or pm.get_plugin(dotted) is not None:
-            continue
-        try:
-            module = importlib.import_module(dotted)
-        except ImportError as exc:
-            raise StartupError(f"plugin module {dotted!r} cannot be imported: {exc}") from exc
-        pm.register(module, name=dotted)
     try:
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        for dotted in extra_modules:
+            if pm.is_blocked(dotted) or pm.get_plugin(dotted) is not None:
+                continue
+            try:
+                module = importlib.import_module(dotted)
+            except ImportError as exc:
+                raise StartupError(f"plugin module {dotted!r} cannot be imported: {exc}") from exc
+            pm.register(module, name=dotted)
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise StartupError(str(exc)) from exc
@@ -123,7 +123,10 @@ def notify_observers(pm: pluggy.PluginManager, hook_name: str, **kwargs) -> None
     must never stop a warning or a delivery, so each one is called on its own
     and an exception is logged.
     """
-    for impl in getattr(pm.hook, hook_name).get_hookimpls():
+    for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):  # pluggy's call order
+        if impl.wrapper or impl.hookwrapper:
+            log.error("%s hook of plugin %s is a wrapper; not supported for event hooks", hook_name, impl.plugin_name)
+            continue
         try:
             impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
         except Exception:

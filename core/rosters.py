@@ -130,7 +130,9 @@ def _parse_rows(table, columns, school) -> tuple[list[dict[str, Any]], list[RowE
         if not any(record.get(f) for f in IDENTIFIERS) and not any(e.row == number for e in errors):
             errors.append(RowError(number, "", "身份证号、学籍号、校内学号至少填写一项", table.sheet))
         for fld, message in cross_check(record):
-            errors.append(RowError(number, header[columns[fld]] if fld in columns else LABELS[fld], message, table.sheet))
+            errors.append(
+                RowError(number, header[columns[fld]] if fld in columns else LABELS[fld], message, table.sheet)
+            )
         records.append(record)
     return records, errors
 
@@ -163,7 +165,9 @@ def _enrolled_elsewhere(session: Session, records, school: OrgUnit, sheet: str) 
         )
         for record in records:
             if record.get(fld) in others:
-                errors.append(RowError(record["_row"], LABELS[fld], "该学生已在其他学校的名册中（转学需走转学流程）", sheet))
+                errors.append(
+                    RowError(record["_row"], LABELS[fld], "该学生已在其他学校的名册中（转学需走转学流程）", sheet)
+                )
     return errors
 
 

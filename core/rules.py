@@ -86,9 +86,9 @@ def evaluate(ruleset: RuleSet, result: ScoreResult) -> Decision:
 def matches(cond: dict, result: ScoreResult, inputs: dict[str, Any]) -> bool:
     """True if ``cond`` holds; records every value read into ``inputs``."""
     if "all" in cond:
-        return all([matches(c, result, inputs) for c in cond["all"]])
+        return all([matches(c, result, inputs) for c in cond["all"]])  # noqa: C419 - evaluate all: explain-why
     if "any" in cond:
-        return any([matches(c, result, inputs) for c in cond["any"]])
+        return any([matches(c, result, inputs) for c in cond["any"]])  # noqa: C419 - evaluate all: explain-why
     if "not" in cond:
         return not matches(cond["not"], result, inputs)
     if "at_least" in cond:

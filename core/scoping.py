@@ -12,9 +12,9 @@ from __future__ import annotations
 from sqlalchemy import Select, false, or_, select
 from sqlalchemy.orm import aliased
 
-from xinshu.models import Case, InboxMessage, Notification, OrgUnit, Response, Score, Student, User, Warning
+from xinshu.models import Case, InboxMessage, Notification, OrgUnit, Response, RiskWarning, Score, Student, User
 
-SCOPED_MODELS = (Student, Response, Score, Warning, Case, Notification, InboxMessage, OrgUnit)
+SCOPED_MODELS = (Student, Response, Score, RiskWarning, Case, Notification, InboxMessage, OrgUnit)
 
 
 def scope_prefixes(user: User | None) -> list[str]:
@@ -42,7 +42,7 @@ def scope_query(stmt: Select, model: type, user: User | None) -> Select:
         return stmt.where(Student.id.in_(visible))
     if model is Score:
         return stmt.where(Score.response_id.in_(select(Response.id).where(Response.student_id.in_(visible))))
-    if model in (Response, Warning, Case):
+    if model in (Response, RiskWarning, Case):
         return stmt.where(model.student_id.in_(visible))
     raise TypeError(f"{model.__name__} is not scoped; add it to xinshu.scoping")
 

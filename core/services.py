@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pluggy
 
 from xinshu.channels import Channel
 from xinshu.db import Database
 from xinshu.declarations.registry import Declarations, DeclarationStore
+from xinshu.errors import StartupError
 from xinshu.plugin_manager import collect_named, get_plugin_manager
 from xinshu.scoring import Scorer
 
@@ -79,6 +81,11 @@ def load_plugins(config: Mapping[str, Any]) -> tuple[pluggy.PluginManager, dict,
     """Build the plugin manager and collect scorers and channels."""
     pm = get_plugin_manager(**plugin_options(config))
     scorers = collect_named(pm.hook.register_scorers(), "scorer")
+    for name, cls in scorers.items():
+        try:
+            jsonschema.validators.validator_for(cls.options_schema).check_schema(cls.options_schema)
+        except jsonschema.exceptions.SchemaError as exc:
+            raise StartupError(f"scorer {name!r}: invalid options_schema: {exc.message}") from exc
     channels = collect_named(pm.hook.register_channels(), "channel")
     return pm, scorers, channels
 

@@ -120,7 +120,7 @@ def _check_zip(buffer: io.BytesIO, name: str) -> None:
         infos = archive.infolist()
         declared = sum(info.file_size for info in infos)
         compressed = sum(info.compress_size for info in infos) or 1
-        if declared > MAX_UNCOMPRESSED or declared / compressed > MAX_RATIO and declared > 10 * 1024 * 1024:
+        if declared > MAX_UNCOMPRESSED or (declared / compressed > MAX_RATIO and declared > 10 * 1024 * 1024):
             raise UnreadableFile(f"{name}: declares {declared} bytes uncompressed; refused as a possible zip bomb")
     buffer.seek(0)
 

@@ -76,7 +76,7 @@ def test_unknown_key_duplicate_key_and_every_error_listed(root, registry):
     path = root / "rules" / "levels.yaml"
     _edit(path, "case_threshold: 2", "case_threshold: 2\ncase_treshold: 3")
     gad = root / "instruments" / "gad7.yaml"
-    _edit(gad, "version: \"2026.1\"", "version: \"2026.1\"\nversion: \"2026.2\"")
+    _edit(gad, 'version: "2026.1"', 'version: "2026.1"\nversion: "2026.2"')
     errors = _errors(root, registry)
     assert f"instruments/gad7.yaml:{_line_of(gad, '2026.2')}: duplicate key 'version' (first at line 5)" in errors
     assert f"rules/levels.yaml:{_line_of(path, 'case_treshold')}: case_treshold: unknown key 'case_treshold'" in errors
@@ -87,9 +87,15 @@ def test_band_gap_and_unknown_method(root, registry):
     _edit(path, "{id: mild, min: 5, max: 9,", "{id: mild, min: 6, max: 9,")
     _edit(root / "instruments" / "gad7.yaml", "method: sum", "method: summ")
     errors = _errors(root, registry)
-    assert f"instruments/phq9.yaml:{_line_of(path, 'id: mild')}: scales[0].bands.ranges[1].min: leaves a gap after the previous band" in errors
+    mild = _line_of(path, "id: mild")
+    assert (
+        f"instruments/phq9.yaml:{mild}: scales[0].bands.ranges[1].min: leaves a gap after the previous band" in errors
+    )
     gad_line = _line_of(root / "instruments" / "gad7.yaml", "method: summ")
-    assert f"instruments/gad7.yaml:{gad_line}: scales[0].method: unknown scoring method 'summ' (known: mean, sum)" in errors
+    assert (
+        f"instruments/gad7.yaml:{gad_line}: scales[0].method: unknown scoring method 'summ' (known: mean, sum)"
+        in errors
+    )
 
 
 def test_rule_naming_a_band_that_does_not_exist(root, registry):
@@ -104,7 +110,9 @@ def test_rule_naming_a_band_that_does_not_exist(root, registry):
 
 def test_levels_naming_an_unregistered_channel(root, registry):
     path = root / "rules" / "levels.yaml"
-    _edit(path, "{role: bureau_admin, at: city, channels: [inbox]}", "{role: bureau_admin, at: city, channels: [pager]}")
+    _edit(
+        path, "{role: bureau_admin, at: city, channels: [inbox]}", "{role: bureau_admin, at: city, channels: [pager]}"
+    )
     line = _line_of(path, "channels: [pager]")
     assert _errors(root, registry) == [
         f"rules/levels.yaml:{line}: levels[3].notify[3].channels[0]: unknown channel 'pager' (known: email, inbox)"
@@ -144,7 +152,10 @@ def test_check_command_prints_errors_and_fails(root):
     result = CliRunner().invoke(main, ["check", "--root", str(root)])
     assert result.exit_code == 1
     line = _line_of(path, "min_answered: 10")
-    assert f"instruments/phq9.yaml:{line}: scales[0].missing.min_answered: more than the scale's item count" in result.stderr
+    assert (
+        f"instruments/phq9.yaml:{line}: scales[0].missing.min_answered: more than the scale's item count"
+        in result.stderr
+    )
 
 
 def test_check_command_passes_on_the_project():

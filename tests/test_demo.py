@@ -7,10 +7,10 @@ import json
 
 import openpyxl
 from click.testing import CliRunner
+from independent import expected_phq9
 from sqlalchemy import select
 from stdnum.cn import ric
 
-from independent import expected_phq9
 from xinshu.cli import main
 from xinshu.db import Database
 from xinshu.models import InboxMessage, Notification, Student

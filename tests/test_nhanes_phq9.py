@@ -13,11 +13,11 @@ import sys
 from pathlib import Path
 
 from click.testing import CliRunner
+from independent import expected_phq9
 from sqlalchemy import func, select
 
-from independent import expected_phq9
 from xinshu.cli import main
-from xinshu.models import Response, Student, Warning
+from xinshu.models import Response, RiskWarning, Student
 
 PINNED_BANDS = {"minimal": 3772, "mild": 837, "moderate": 292, "moderately_severe": 124, "severe": 43, "incomplete": 26}
 PINNED_ITEM9 = 192
@@ -32,7 +32,7 @@ def test_score_command_reproduces_bands_and_item9(shared_data):
     result = CliRunner().invoke(main, ["score", "phq9", str(dpq), "--profile", "nhanes_dpq"])
     assert result.exit_code == 0, result.output
     rows = _score_csv(result.stdout)
-    bands = {band: 0 for band in PINNED_BANDS}
+    bands = dict.fromkeys(PINNED_BANDS, 0)
     for row in rows:
         bands[row["total_band"] or "incomplete"] += 1
     expected = expected_phq9(dpq)
@@ -84,16 +84,12 @@ def test_every_item9_respondent_gets_a_warning(shared_data, services, org, tmp_p
     assert result.recorded == 5094 and result.blank_rows == 439
     with services.db.sessionmaker() as session:
         warned = set(
-            session.scalars(
-                select(Student.school_student_no).join(Warning, Warning.student_id == Student.id)
-            )
+            session.scalars(select(Student.school_student_no).join(RiskWarning, RiskWarning.student_id == Student.id))
         )
         assert expected["item9_respondents"] <= warned
-        levels = dict(session.execute(select(Warning.level, func.count()).group_by(Warning.level)).all())
+        levels = dict(session.execute(select(RiskWarning.level, func.count()).group_by(RiskWarning.level)).all())
         assert {lv: levels.get(lv, 0) for lv in (1, 2, 3, 4)} == expected["levels"]
-        low_total = session.scalars(
-            select(Warning).join(Response).where(Warning.rule_id == "phq9.item9")
-        ).all()
+        low_total = session.scalars(select(RiskWarning).join(Response).where(RiskWarning.rule_id == "phq9.item9")).all()
         assert any(w.inputs[0]["inputs"] == {"critical:phq9_9": True} for w in low_total)
     # importing the same file again adds nothing
     with services.db.transaction() as session:

@@ -81,13 +81,17 @@ def test_same_file_twice_changes_nothing(services, org, tmp_path):
     with services.db.transaction() as session:
         import_roster(session, path, "S1")
     with services.db.sessionmaker() as session:
-        before = [(s.id, s.name, s.class_id, s.updated_at) for s in session.scalars(select(Student).order_by(Student.id))]
+        before = [
+            (s.id, s.name, s.class_id, s.updated_at) for s in session.scalars(select(Student).order_by(Student.id))
+        ]
         units = session.scalar(select(func.count()).select_from(OrgUnit))
     with services.db.transaction() as session:
         again = import_roster(session, path, "S1")
     assert again.already_imported and again.created == 0 and again.updated == 0
     with services.db.sessionmaker() as session:
-        after = [(s.id, s.name, s.class_id, s.updated_at) for s in session.scalars(select(Student).order_by(Student.id))]
+        after = [
+            (s.id, s.name, s.class_id, s.updated_at) for s in session.scalars(select(Student).order_by(Student.id))
+        ]
         assert after == before
         assert session.scalar(select(func.count()).select_from(OrgUnit)) == units
 

@@ -161,7 +161,9 @@ def unique_rule_ids(files: list[LoadedFile]) -> list[DeclarationError]:
     for file in files:
         for r, rule in enumerate(file.data["rules"]):
             if rule["id"] in seen:
-                errors.append(_err(file, ("rules", r, "id"), f"duplicate rule id {rule['id']!r} (also in {seen[rule['id']]})"))
+                errors.append(
+                    _err(file, ("rules", r, "id"), f"duplicate rule id {rule['id']!r} (also in {seen[rule['id']]})")
+                )
             seen.setdefault(rule["id"], file.display)
     return errors
 

@@ -1,0 +1,42 @@
+"""The Flask-Admin back office (管理后台).
+
+:func:`init_admin` builds the :class:`flask_admin.Admin` for one application:
+the built-in views from :mod:`xinshu.admin.views`, then whatever plugins add
+through the ``register_admin_views`` hook. The package's ``templates/``
+directory (``admin/xinshu_*.html``) is made available to the application's
+Jinja loader.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, Flask
+from flask_admin import Admin
+from flask_admin.theme import Bootstrap4Theme
+
+from xinshu.admin.views import SecureIndexView, build_views
+
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
+ADMIN_NAME = "心数 xinshu"
+
+
+def init_admin(app: Flask, services: Any) -> Admin:
+    """Create the back office on ``app`` and let plugins add their views.
+
+    :param app: the Flask application (before its first request).
+    :param services: the :class:`xinshu.services.Services` of the application.
+    :return: the :class:`flask_admin.Admin` instance.
+    """
+    app.register_blueprint(Blueprint("xinshu_admin", __name__, template_folder=str(TEMPLATE_DIR)))
+    admin = Admin(
+        app,
+        name=ADMIN_NAME,
+        theme=Bootstrap4Theme(base_template="admin/xinshu_base.html"),
+        index_view=SecureIndexView(name="首页", template="admin/xinshu_index.html"),
+    )
+    for view in build_views(services.db):
+        admin.add_view(view)
+    services.pm.hook.register_admin_views(admin=admin, db=services.db, app=app)
+    return admin

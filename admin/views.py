@@ -1,0 +1,649 @@
+"""Back-office views: login, CSRF and org-unit scoping on every page.
+
+Every view derives from :class:`SecureView`, :class:`SecureIndexView` or
+:class:`SecureModelView`, which require a logged-in active user and answer an
+anonymous visitor with a redirect to the login page and anyone else who may
+not see the page with 403.
+
+:class:`SecureModelView` filters every list, count and single-row lookup of a
+scoped model through :func:`xinshu.scoping.scope_query` (deny by default: a
+model that is not scoped shows no rows unless the view sets ``unscoped =
+True`` and restricts access itself). Its forms carry a CSRF token, the same
+token Flask-WTF's ``CSRFProtect`` checks on every POST.
+
+Values shown come from the database and are escaped: column formatters build
+HTML only with :class:`markupsafe.Markup` templates, which escape their
+arguments. The ID number (身份证号) is never listed, searched, filtered or
+shown.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import warnings
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+from flask import abort, current_app, redirect, request, url_for
+from flask_admin import AdminIndexView, BaseView, expose
+from flask_admin.contrib.sqla import ModelView
+from flask_admin.contrib.sqla.typefmt import DEFAULT_FORMATTERS
+from flask_admin.form import SecureForm
+from flask_login import current_user
+from flask_wtf.csrf import generate_csrf, validate_csrf
+from markupsafe import Markup
+from sqlalchemy import false, func, select
+from wtforms.csrf.core import CSRF
+
+from xinshu.models import (
+    Case,
+    InboxMessage,
+    Notification,
+    OrgUnit,
+    Response,
+    Student,
+    User,
+)
+from xinshu.models import RiskWarning as WarningModel
+from xinshu.plugin_manager import list_plugins
+from xinshu.scoping import SCOPED_MODELS, scope_query
+
+CHINA_TZ = dt.timezone(dt.timedelta(hours=8), "Asia/Shanghai")  # no DST since 1991
+
+ROLE_LABELS = {
+    "bureau_admin": "市教育局管理员",
+    "district_admin": "区教育局管理员",
+    "principal": "校长",
+    "moral_education_director": "德育主任",
+    "psychology_teacher": "心理教师",
+    "class_teacher": "班主任",
+}
+ORG_KIND_LABELS = {"city": "市", "district": "区", "school": "学校", "grade": "年级", "class": "班级"}
+CASE_STATE_LABELS = {
+    "monitoring": "数据监测",
+    "warned": "已预警",
+    "interviewing": "调研访谈",
+    "planning": "制定方案",
+    "intervening": "干预实施",
+    "follow_up": "跟踪随访",
+    "closed": "已结案",
+    "transferred": "已转介",
+}
+WARNING_STATUS_LABELS = {"open": "未处理", "acknowledged": "已确认", "superseded": "已升级取代", "closed": "已关闭"}
+NOTIFICATION_STATUS_LABELS = {"pending": "待发送", "sent": "已发送", "dead": "无法送达"}
+GENDER_LABELS = {"M": "男", "F": "女"}
+
+
+def _choices(labels: dict[str, str]) -> list[tuple[str, str]]:
+    return list(labels.items())
+
+
+# --- access -----------------------------------------------------------------
+
+
+def logged_in_user() -> User | None:
+    """The logged-in active :class:`User`, or None for anonymous visitors."""
+    if not current_user or not current_user.is_authenticated or not current_user.is_active:
+        return None
+    return current_user._get_current_object()
+
+
+def user_roles(user: User | None) -> set[str]:
+    """The roles a user holds at any org unit (empty for None)."""
+    return {assignment.role for assignment in user.roles} if user is not None else set()
+
+
+class _AccessMixin:
+    """Login required; ``required_roles`` (any of) narrows a view further."""
+
+    required_roles: tuple[str, ...] = ()
+
+    def is_accessible(self) -> bool:
+        """True when a logged-in active user holds one of ``required_roles`` (if any)."""
+        user = logged_in_user()
+        if user is None:
+            return False
+        return not self.required_roles or bool(user_roles(user) & set(self.required_roles))
+
+    def inaccessible_callback(self, name: str, **kwargs: Any):
+        """Redirect anonymous visitors to the login page; 403 for everyone else."""
+        if logged_in_user() is None:
+            return redirect(url_for("auth.login", next=_current_path()))
+        abort(403)
+
+
+def _current_path() -> str:
+    path = request.full_path
+    return path[:-1] if path.endswith("?") else path
+
+
+# --- CSRF -------------------------------------------------------------------
+
+
+class FlaskWTFCSRF(CSRF):
+    """WTForms CSRF backed by Flask-WTF: one token for the form and ``CSRFProtect``.
+
+    Flask-Admin's :class:`~flask_admin.form.SecureForm` uses WTForms'
+    ``SessionCSRF``; both it and ``CSRFProtect`` read the one ``csrf_token``
+    field and neither accepts the other's token, so every admin POST would fail.
+    """
+
+    def generate_csrf_token(self, csrf_token_field) -> str:
+        return generate_csrf()
+
+    def validate_csrf_token(self, form, field) -> None:
+        validate_csrf(field.data)  # raises wtforms.ValidationError
+
+
+class XinshuSecureForm(SecureForm):
+    """Flask-Admin's SecureForm with the Flask-WTF token (CSRF on every form and action)."""
+
+    class Meta:
+        csrf = True
+        csrf_class = FlaskWTFCSRF
+
+
+# --- formatting helpers -----------------------------------------------------
+
+
+def local_time(value: dt.datetime | None) -> str:
+    """A stored naive-UTC timestamp as Asia/Shanghai ``YYYY-MM-DD HH:MM``."""
+    if value is None:
+        return ""
+    return value.replace(tzinfo=dt.UTC).astimezone(CHINA_TZ).strftime("%Y-%m-%d %H:%M")
+
+
+def _datetime_formatter(view, value: dt.datetime, name: str) -> str:
+    return local_time(value)
+
+
+TYPE_FORMATTERS = {**DEFAULT_FORMATTERS, dt.datetime: _datetime_formatter}
+
+
+def _services():
+    return current_app.extensions["xinshu"]
+
+
+def level_badge(level: int | None) -> Markup:
+    """A level as a badge in its declared colour, e.g. ``4 非常严重``."""
+    if level is None:
+        return Markup("")
+    try:
+        definition = _services().declarations.levels.get(level)
+    except KeyError:
+        return Markup("<span class='badge badge-secondary'>{}</span>").format(level)
+    return Markup("<span class='badge' style='background-color: {}; color: #000'>{} {}</span>").format(
+        definition.colour, level, definition.name.get("zh", definition.key)
+    )
+
+
+def _rule_explain(rule_id: str) -> str:
+    for ruleset in _services().declarations.rulesets.values():
+        for rule in ruleset.rules:
+            if rule.id == rule_id:
+                return rule.explain.get("zh") or next(iter(rule.explain.values()), "")
+    return ""
+
+
+def _value_text(value: Any) -> str:
+    if value is True:
+        return "是"
+    if value is False:
+        return "否"
+    if value is None:
+        return "无"
+    return str(value)
+
+
+def explain_inputs(fired: Iterable[Any] | None) -> Markup:
+    """The fired rules of a warning as a list: rule, level, reason and the values read."""
+    items = []
+    for entry in fired or []:
+        if not isinstance(entry, dict):
+            items.append(Markup("<li>{}</li>").format(_value_text(entry)))
+            continue
+        rule_id = str(entry.get("rule_id", ""))
+        reason = _rule_explain(rule_id)
+        values = entry.get("inputs") or {}
+        read = (
+            "；".join(f"{key} = {_value_text(val)}" for key, val in values.items()) if isinstance(values, dict) else ""
+        )
+        items.append(
+            Markup("<li>规则 <code>{}</code>（{}级）{}{}</li>").format(
+                rule_id,
+                entry.get("level", "?"),
+                f"：{reason}" if reason else "",
+                f"。依据：{read}" if read else "",
+            )
+        )
+    return Markup("<ul class='mb-0 pl-3'>{}</ul>").format(Markup("").join(items))
+
+
+def _table(headers: Iterable[str], rows: Iterable[Iterable[Any]]) -> Markup:
+    head = Markup("").join(Markup("<th>{}</th>").format(h) for h in headers)
+    body = Markup("").join(
+        Markup("<tr>{}</tr>").format(Markup("").join(Markup("<td>{}</td>").format(c) for c in row)) for row in rows
+    )
+    return Markup(
+        "<table class='table table-sm table-bordered mb-0'><thead><tr>{}</tr></thead><tbody>{}</tbody></table>"
+    ).format(head, body)
+
+
+def _fmt_level(view, context, model, name) -> Markup:
+    return level_badge(getattr(model, name))
+
+
+def _fmt_role(view, context, model, name) -> str:
+    role = getattr(model, name)
+    return ROLE_LABELS.get(role, role or "")
+
+
+def _fmt_scores(view, context, model, name) -> Markup:
+    parts = []
+    for score in sorted(model.scores, key=lambda s: s.scale):
+        raw = "—" if score.raw_score is None else f"{score.raw_score:g}"
+        band = score.band or ("无效" if not score.valid else "—")
+        parts.append(Markup("<span class='text-nowrap'>{}={}/{}</span>").format(score.scale, raw, band))
+    return Markup("; ").join(parts)
+
+
+def _fmt_inputs(view, context, model, name) -> Markup:
+    return explain_inputs(model.inputs)
+
+
+def _fmt_tasks(view, context, model, name) -> Markup:
+    rows = [
+        (
+            task.title,
+            ROLE_LABELS.get(task.owner_role, task.owner_role),
+            CASE_STATE_LABELS.get(task.step, task.step),
+            task.category,
+            local_time(task.due_at),
+            task.status,
+        )
+        for task in sorted(model.tasks, key=lambda t: (t.due_at, t.id))
+    ]
+    return _table(("任务", "负责人", "步骤", "类别", "截止时间", "状态"), rows)
+
+
+def _fmt_events(view, context, model, name) -> Markup:
+    rows = [
+        (
+            local_time(event.at),
+            CASE_STATE_LABELS.get(event.from_state or "", event.from_state or "—"),
+            CASE_STATE_LABELS.get(event.to_state, event.to_state),
+            event.actor,
+            event.reason,
+        )
+        for event in model.events
+    ]
+    return _table(("时间", "原状态", "新状态", "操作人", "原因"), rows)
+
+
+def _fmt_roles(view, context, model, name) -> str:
+    return "；".join(f"{ROLE_LABELS.get(a.role, a.role)}@{a.org_unit.name if a.org_unit else '?'}" for a in model.roles)
+
+
+def _fmt_link(view, context, model, name) -> Markup | str:
+    link = model.link or ""
+    if link.startswith("/") and not link.startswith("//") and "\\" not in link:
+        return Markup("<a href='{}'>{}</a>").format(link, link)
+    return link
+
+
+# --- base views -------------------------------------------------------------
+
+
+class SecureView(_AccessMixin, BaseView):
+    """A plain back-office page that requires login."""
+
+
+class SecureIndexView(_AccessMixin, AdminIndexView):
+    """The back-office home page; requires login."""
+
+    @expose()
+    def index(self):
+        return self.render(self._template, role_labels=ROLE_LABELS)
+
+
+class SecureModelView(_AccessMixin, ModelView):
+    """A model view with login, CSRF and org-unit scoping.
+
+    Construct with the :class:`xinshu.db.Database` (or anything with a
+    ``.session``) as the second argument. Read-only by default.
+    """
+
+    form_base_class = XinshuSecureForm
+    can_create = False
+    can_edit = False
+    can_delete = False
+    can_export = False
+    can_view_details = True
+    column_display_pk = True
+    page_size = 50
+    column_type_formatters = TYPE_FORMATTERS
+    column_type_formatters_detail = TYPE_FORMATTERS
+    #: Show every row of a model that is not in :data:`xinshu.scoping.SCOPED_MODELS`
+    #: (the view must then restrict access itself, e.g. with ``required_roles``).
+    unscoped = False
+
+    def __init__(self, model: type, db: Any, *args: Any, **kwargs: Any):
+        # Flask-Admin only unwraps Flask-SQLAlchemy objects; anything else passed as
+        # ``session`` is used directly, so hand it the scoped session. Passing a
+        # scoped session is deprecated for Flask-Admin 3.0; the warning is expected.
+        session = getattr(db, "session", db)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Passing a session object directly", category=DeprecationWarning)
+            super().__init__(model, session, *args, **kwargs)
+
+    def _restrict(self, query):
+        """Keep the rows of ``query`` the current user may see (the model needs an ``id``)."""
+        if self.model in SCOPED_MODELS:
+            visible = scope_query(select(self.model.id), self.model, logged_in_user())
+            return query.filter(self.model.id.in_(visible))
+        if self.unscoped:
+            return query
+        return query.filter(false())
+
+    def get_query(self):
+        """Rows of the model the current user may see."""
+        return self._restrict(self.session.query(self.model))
+
+    def get_count_query(self):
+        """Count of the rows :meth:`get_query` returns (before search and filters)."""
+        return self._restrict(self.session.query(func.count("*")).select_from(self.model))
+
+    def get_one(self, pk_value: Any):
+        """The row with primary key ``pk_value`` if the current user may see it, else None.
+
+        Flask-Admin then answers as for a missing record ("Record does not exist"
+        and back to the list), so an out-of-scope id reveals nothing.
+        """
+        try:
+            pk = int(pk_value)
+        except (TypeError, ValueError):
+            return None
+        return self.get_query().filter(self.model.id == pk).one_or_none()
+
+
+# --- model views ------------------------------------------------------------
+
+
+class OrgUnitView(SecureModelView):
+    column_list = ("id", "code", "name", "kind", "parent")
+    column_details_list = ("id", "code", "name", "kind", "parent", "path")
+    column_labels: ClassVar[dict[str, str]] = {
+        "id": "编号",
+        "code": "代码",
+        "name": "名称",
+        "kind": "类型",
+        "parent": "上级",
+        "path": "路径",
+    }
+    column_choices: ClassVar[dict[str, list[tuple[str, str]]]] = {"kind": _choices(ORG_KIND_LABELS)}
+    column_searchable_list = ("code", "name")
+    column_filters = ("kind",)
+    column_sortable_list = ("id", "code", "name", "kind")
+    column_default_sort = "path"
+
+
+class StudentView(SecureModelView):
+    # id_number (身份证号) and student_number (学籍号) are deliberately absent everywhere.
+    column_list = ("id", "school", "class_unit", "name", "gender", "grade_level", "school_student_no")
+    column_details_list = (
+        "id",
+        "school",
+        "class_unit",
+        "name",
+        "gender",
+        "grade_level",
+        "school_student_no",
+        "active",
+        "created_at",
+        "updated_at",
+    )
+    column_exclude_list = ("id_number", "student_number")
+    column_labels: ClassVar[dict[str, str]] = {
+        "id": "编号",
+        "school": "学校",
+        "class_unit": "班级",
+        "name": "姓名",
+        "gender": "性别",
+        "grade_level": "年级",
+        "school_student_no": "校内学号",
+        "active": "在籍",
+        "created_at": "创建时间",
+        "updated_at": "更新时间",
+    }
+    column_choices: ClassVar[dict[str, list[tuple[str, str]]]] = {"gender": _choices(GENDER_LABELS)}
+    column_searchable_list = ("name", "school_student_no")
+    column_filters = ("grade_level", "gender", "active")
+    column_sortable_list = ("id", "name", "gender", "grade_level", "school_student_no")
+
+
+class ResponseView(SecureModelView):
+    # The raw answers are not shown; the scores derived from them are.
+    column_list = ("id", "student", "instrument_id", "instrument_version", "scores", "source", "submitted_at")
+    column_details_list = (
+        "id",
+        "student",
+        "instrument_id",
+        "instrument_version",
+        "scores",
+        "source",
+        "batch_id",
+        "submitted_at",
+    )
+    column_labels: ClassVar[dict[str, str]] = {
+        "id": "编号",
+        "student": "学生",
+        "instrument_id": "量表",
+        "instrument_version": "量表版本",
+        "scores": "得分（分量表=原始分/等级）",
+        "source": "来源",
+        "batch_id": "导入批次",
+        "submitted_at": "提交时间",
+    }
+    column_formatters: ClassVar[dict[str, Any]] = {"scores": _fmt_scores}
+    column_filters = ("instrument_id", "source")
+    column_sortable_list = ("id", "instrument_id", "submitted_at")
+    column_default_sort = ("submitted_at", True)
+
+
+class WarningView(SecureModelView):
+    column_list = ("id", "student", "level", "rule_id", "ruleset_version", "inputs", "status", "created_at")
+    column_details_list = (
+        "id",
+        "student",
+        "response",
+        "level",
+        "rule_id",
+        "ruleset_id",
+        "ruleset_version",
+        "inputs",
+        "status",
+        "created_at",
+        "acknowledged_at",
+    )
+    column_labels: ClassVar[dict[str, str]] = {
+        "id": "编号",
+        "student": "学生",
+        "response": "答卷",
+        "level": "预警等级",
+        "rule_id": "规则",
+        "ruleset_id": "规则集",
+        "ruleset_version": "规则集版本",
+        "inputs": "预警依据",
+        "status": "状态",
+        "created_at": "预警时间",
+        "acknowledged_at": "确认时间",
+    }
+    column_formatters: ClassVar[dict[str, Any]] = {"level": _fmt_level, "inputs": _fmt_inputs}
+    column_choices: ClassVar[dict[str, list[tuple[str, str]]]] = {"status": _choices(WARNING_STATUS_LABELS)}
+    column_filters = ("level", "status", "rule_id")
+    column_sortable_list = ("id", "level", "rule_id", "status", "created_at")
+    column_default_sort = ("created_at", True)
+
+
+class CaseView(SecureModelView):
+    column_list = ("id", "student", "state", "level", "template_id", "opened_at")
+    column_details_list = (
+        "id",
+        "student",
+        "warning",
+        "state",
+        "level",
+        "template_id",
+        "template_version",
+        "opened_at",
+        "closed_at",
+        "tasks",
+        "events",
+    )
+    column_labels: ClassVar[dict[str, str]] = {
+        "id": "编号",
+        "student": "学生",
+        "warning": "预警",
+        "state": "状态",
+        "level": "等级",
+        "template_id": "干预方案",
+        "template_version": "方案版本",
+        "opened_at": "立案时间",
+        "closed_at": "结案时间",
+        "tasks": "方案任务",
+        "events": "处置记录",
+    }
+    column_formatters: ClassVar[dict[str, Any]] = {"level": _fmt_level, "tasks": _fmt_tasks, "events": _fmt_events}
+    column_choices: ClassVar[dict[str, list[tuple[str, str]]]] = {"state": _choices(CASE_STATE_LABELS)}
+    column_filters = ("state", "level", "template_id")
+    column_sortable_list = ("id", "state", "level", "template_id", "opened_at")
+    column_default_sort = ("opened_at", True)
+
+
+class NotificationView(SecureModelView):
+    column_list = ("id", "channel", "role", "org_unit", "level", "status", "attempts", "last_error", "sent_at")
+    column_details_list = (
+        "id",
+        "warning_id",
+        "case_id",
+        "channel",
+        "role",
+        "org_unit",
+        "level",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "last_error",
+        "created_at",
+        "sent_at",
+    )
+    column_labels: ClassVar[dict[str, str]] = {
+        "id": "编号",
+        "warning_id": "预警",
+        "case_id": "个案",
+        "channel": "渠道",
+        "role": "接收角色",
+        "org_unit": "接收单位",
+        "level": "等级",
+        "status": "状态",
+        "attempts": "尝试次数",
+        "next_attempt_at": "下次尝试",
+        "last_error": "最近错误",
+        "created_at": "创建时间",
+        "sent_at": "发送时间",
+    }
+    column_formatters: ClassVar[dict[str, Any]] = {"level": _fmt_level, "role": _fmt_role}
+    column_choices: ClassVar[dict[str, list[tuple[str, str]]]] = {"status": _choices(NOTIFICATION_STATUS_LABELS)}
+    column_filters = ("status", "channel", "level")
+    column_sortable_list = ("id", "channel", "level", "status", "attempts", "sent_at")
+    column_default_sort = ("id", True)
+
+
+class InboxMessageView(SecureModelView):
+    column_list = ("id", "subject", "role", "org_unit", "level", "created_at", "read_at")
+    column_details_list = ("id", "subject", "body", "link", "role", "org_unit", "level", "created_at", "read_at")
+    column_labels: ClassVar[dict[str, str]] = {
+        "id": "编号",
+        "subject": "主题",
+        "body": "内容",
+        "link": "链接",
+        "role": "接收角色",
+        "org_unit": "接收单位",
+        "level": "等级",
+        "created_at": "收到时间",
+        "read_at": "阅读时间",
+    }
+    column_formatters: ClassVar[dict[str, Any]] = {"level": _fmt_level, "role": _fmt_role, "link": _fmt_link}
+    column_filters = ("level",)
+    column_sortable_list = ("id", "level", "created_at")
+    column_default_sort = ("created_at", True)
+
+
+class UserView(SecureModelView):
+    """Staff accounts, for the bureau administrator only; never the password hash."""
+
+    required_roles = ("bureau_admin",)
+    unscoped = True
+    column_list = ("id", "username", "display_name", "email", "active", "roles", "created_at")
+    column_details_list = column_list
+    column_exclude_list = ("password_hash",)
+    column_labels: ClassVar[dict[str, str]] = {
+        "id": "编号",
+        "username": "用户名",
+        "display_name": "姓名",
+        "email": "电子邮箱",
+        "active": "启用",
+        "roles": "角色",
+        "created_at": "创建时间",
+    }
+    column_formatters: ClassVar[dict[str, Any]] = {"roles": _fmt_roles}
+    column_searchable_list = ("username",)
+    column_filters = ("active",)
+    column_sortable_list = ("id", "username", "active", "created_at")
+
+
+# --- plain pages ------------------------------------------------------------
+
+
+class PluginsView(SecureView):
+    """Lists the registered plugins: name, distribution, version and hooks."""
+
+    @expose("/")
+    def index(self):
+        return self.render("admin/xinshu_plugins.html", plugins=list_plugins(_services().pm))
+
+
+class DeclarationsView(SecureView):
+    """Lists the active declarations: instruments, levels, rules, templates."""
+
+    @expose("/")
+    def index(self):
+        return self.render("admin/xinshu_declarations.html", decl=_services().declarations)
+
+
+def build_views(db: Any) -> list[BaseView]:
+    """The built-in back-office views, in menu order."""
+    return [
+        OrgUnitView(OrgUnit, db, name="组织机构", endpoint="orgunit"),
+        StudentView(Student, db, name="学生", endpoint="student"),
+        ResponseView(Response, db, name="答卷", endpoint="response"),
+        WarningView(WarningModel, db, name="预警", endpoint="warning"),
+        CaseView(Case, db, name="个案", endpoint="case"),
+        NotificationView(Notification, db, name="通知", endpoint="notification"),
+        InboxMessageView(InboxMessage, db, name="收件箱", endpoint="inbox"),
+        UserView(User, db, name="用户", endpoint="user"),
+        PluginsView(name="插件 Plugins", endpoint="plugins"),
+        DeclarationsView(name="声明 Declarations", endpoint="declarations"),
+    ]
+
+
+__all__ = [
+    "SecureIndexView",
+    "SecureModelView",
+    "SecureView",
+    "XinshuSecureForm",
+    "build_views",
+    "explain_inputs",
+    "level_badge",
+    "local_time",
+]
