@@ -19,22 +19,40 @@ shown.
 
 from __future__ import annotations
 
-import datetime as dt
 import warnings
-from collections.abc import Iterable
 from typing import Any, ClassVar
 
-from flask import abort, current_app, redirect, request, url_for
+from flask import abort, redirect, request, url_for
 from flask_admin import AdminIndexView, BaseView, expose
 from flask_admin.contrib.sqla import ModelView
-from flask_admin.contrib.sqla.typefmt import DEFAULT_FORMATTERS
 from flask_admin.form import SecureForm
 from flask_login import current_user
 from flask_wtf.csrf import generate_csrf, validate_csrf
-from markupsafe import Markup
 from sqlalchemy import false, func, select
 from wtforms.csrf.core import CSRF
 
+from xinshu.admin.formatting import (
+    CASE_STATE_LABELS,
+    GENDER_LABELS,
+    NOTIFICATION_STATUS_LABELS,
+    ORG_KIND_LABELS,
+    ROLE_LABELS,
+    TYPE_FORMATTERS,
+    WARNING_STATUS_LABELS,
+    choices,
+    current_services,
+    explain_inputs,
+    fmt_events,
+    fmt_inputs,
+    fmt_level,
+    fmt_link,
+    fmt_role,
+    fmt_roles,
+    fmt_scores,
+    fmt_tasks,
+    level_badge,
+    local_time,
+)
 from xinshu.models import (
     Case,
     InboxMessage,
@@ -47,38 +65,6 @@ from xinshu.models import (
 from xinshu.models import RiskWarning as WarningModel
 from xinshu.plugin_manager import list_plugins
 from xinshu.scoping import SCOPED_MODELS, scope_query
-
-CHINA_TZ = dt.timezone(dt.timedelta(hours=8), "Asia/Shanghai")  # no DST since 1991
-
-ROLE_LABELS = {
-    "bureau_admin": "市教育局管理员",
-    "district_admin": "区教育局管理员",
-    "principal": "校长",
-    "moral_education_director": "德育主任",
-    "psychology_teacher": "心理教师",
-    "class_teacher": "班主任",
-}
-ORG_KIND_LABELS = {"city": "市", "district": "区", "school": "学校", "grade": "年级", "class": "班级"}
-CASE_STATE_LABELS = {
-    "monitoring": "数据监测",
-    "warned": "已预警",
-    "interviewing": "调研访谈",
-    "planning": "制定方案",
-    "intervening": "干预实施",
-    "follow_up": "跟踪随访",
-    "closed": "已结案",
-    "transferred": "已转介",
-}
-WARNING_STATUS_LABELS = {"open": "未处理", "acknowledged": "已确认", "superseded": "已升级取代", "closed": "已关闭"}
-NOTIFICATION_STATUS_LABELS = {"pending": "待发送", "sent": "已发送", "dead": "无法送达"}
-GENDER_LABELS = {"M": "男", "F": "女"}
-
-
-def _choices(labels: dict[str, str]) -> list[tuple[str, str]]:
-    return list(labels.items())
-
-
-# --- access -----------------------------------------------------------------
 
 
 def logged_in_user() -> User | None:
@@ -144,154 +130,6 @@ class XinshuSecureForm(SecureForm):
 
 
 # --- formatting helpers -----------------------------------------------------
-
-
-def local_time(value: dt.datetime | None) -> str:
-    """A stored naive-UTC timestamp as Asia/Shanghai ``YYYY-MM-DD HH:MM``."""
-    if value is None:
-        return ""
-    return value.replace(tzinfo=dt.UTC).astimezone(CHINA_TZ).strftime("%Y-%m-%d %H:%M")
-
-
-def _datetime_formatter(view, value: dt.datetime, name: str) -> str:
-    return local_time(value)
-
-
-TYPE_FORMATTERS = {**DEFAULT_FORMATTERS, dt.datetime: _datetime_formatter}
-
-
-def _services():
-    return current_app.extensions["xinshu"]
-
-
-def level_badge(level: int | None) -> Markup:
-    """A level as a badge in its declared colour, e.g. ``4 非常严重``."""
-    if level is None:
-        return Markup("")
-    try:
-        definition = _services().declarations.levels.get(level)
-    except KeyError:
-        return Markup("<span class='badge badge-secondary'>{}</span>").format(level)
-    return Markup("<span class='badge' style='background-color: {}; color: #000'>{} {}</span>").format(
-        definition.colour, level, definition.name.get("zh", definition.key)
-    )
-
-
-def _rule_explain(rule_id: str) -> str:
-    for ruleset in _services().declarations.rulesets.values():
-        for rule in ruleset.rules:
-            if rule.id == rule_id:
-                return rule.explain.get("zh") or next(iter(rule.explain.values()), "")
-    return ""
-
-
-def _value_text(value: Any) -> str:
-    if value is True:
-        return "是"
-    if value is False:
-        return "否"
-    if value is None:
-        return "无"
-    return str(value)
-
-
-def explain_inputs(fired: Iterable[Any] | None) -> Markup:
-    """The fired rules of a warning as a list: rule, level, reason and the values read."""
-    items = []
-    for entry in fired or []:
-        if not isinstance(entry, dict):
-            items.append(Markup("<li>{}</li>").format(_value_text(entry)))
-            continue
-        rule_id = str(entry.get("rule_id", ""))
-        reason = _rule_explain(rule_id)
-        values = entry.get("inputs") or {}
-        read = (
-            "；".join(f"{key} = {_value_text(val)}" for key, val in values.items()) if isinstance(values, dict) else ""
-        )
-        items.append(
-            Markup("<li>规则 <code>{}</code>（{}级）{}{}</li>").format(
-                rule_id,
-                entry.get("level", "?"),
-                f"：{reason}" if reason else "",
-                f"。依据：{read}" if read else "",
-            )
-        )
-    return Markup("<ul class='mb-0 pl-3'>{}</ul>").format(Markup("").join(items))
-
-
-def _table(headers: Iterable[str], rows: Iterable[Iterable[Any]]) -> Markup:
-    head = Markup("").join(Markup("<th>{}</th>").format(h) for h in headers)
-    body = Markup("").join(
-        Markup("<tr>{}</tr>").format(Markup("").join(Markup("<td>{}</td>").format(c) for c in row)) for row in rows
-    )
-    return Markup(
-        "<table class='table table-sm table-bordered mb-0'><thead><tr>{}</tr></thead><tbody>{}</tbody></table>"
-    ).format(head, body)
-
-
-def _fmt_level(view, context, model, name) -> Markup:
-    return level_badge(getattr(model, name))
-
-
-def _fmt_role(view, context, model, name) -> str:
-    role = getattr(model, name)
-    return ROLE_LABELS.get(role, role or "")
-
-
-def _fmt_scores(view, context, model, name) -> Markup:
-    parts = []
-    for score in sorted(model.scores, key=lambda s: s.scale):
-        raw = "—" if score.raw_score is None else f"{score.raw_score:g}"
-        band = score.band or ("无效" if not score.valid else "—")
-        parts.append(Markup("<span class='text-nowrap'>{}={}/{}</span>").format(score.scale, raw, band))
-    return Markup("; ").join(parts)
-
-
-def _fmt_inputs(view, context, model, name) -> Markup:
-    return explain_inputs(model.inputs)
-
-
-def _fmt_tasks(view, context, model, name) -> Markup:
-    rows = [
-        (
-            task.title,
-            ROLE_LABELS.get(task.owner_role, task.owner_role),
-            CASE_STATE_LABELS.get(task.step, task.step),
-            task.category,
-            local_time(task.due_at),
-            task.status,
-        )
-        for task in sorted(model.tasks, key=lambda t: (t.due_at, t.id))
-    ]
-    return _table(("任务", "负责人", "步骤", "类别", "截止时间", "状态"), rows)
-
-
-def _fmt_events(view, context, model, name) -> Markup:
-    rows = [
-        (
-            local_time(event.at),
-            CASE_STATE_LABELS.get(event.from_state or "", event.from_state or "—"),
-            CASE_STATE_LABELS.get(event.to_state, event.to_state),
-            event.actor,
-            event.reason,
-        )
-        for event in model.events
-    ]
-    return _table(("时间", "原状态", "新状态", "操作人", "原因"), rows)
-
-
-def _fmt_roles(view, context, model, name) -> str:
-    return "；".join(f"{ROLE_LABELS.get(a.role, a.role)}@{a.org_unit.name if a.org_unit else '?'}" for a in model.roles)
-
-
-def _fmt_link(view, context, model, name) -> Markup | str:
-    link = model.link or ""
-    if link.startswith("/") and not link.startswith("//") and "\\" not in link:
-        return Markup("<a href='{}'>{}</a>").format(link, link)
-    return link
-
-
-# --- base views -------------------------------------------------------------
 
 
 class SecureView(_AccessMixin, BaseView):
@@ -380,7 +218,7 @@ class OrgUnitView(SecureModelView):
         "parent": "上级",
         "path": "路径",
     }
-    column_choices: ClassVar[dict[str, list[tuple[str, str]]]] = {"kind": _choices(ORG_KIND_LABELS)}
+    column_choices: ClassVar[dict[str, list[tuple[str, str]]]] = {"kind": choices(ORG_KIND_LABELS)}
     column_searchable_list = ("code", "name")
     column_filters = ("kind",)
     column_sortable_list = ("id", "code", "name", "kind")
@@ -415,7 +253,7 @@ class StudentView(SecureModelView):
         "created_at": "创建时间",
         "updated_at": "更新时间",
     }
-    column_choices: ClassVar[dict[str, list[tuple[str, str]]]] = {"gender": _choices(GENDER_LABELS)}
+    column_choices: ClassVar[dict[str, list[tuple[str, str]]]] = {"gender": choices(GENDER_LABELS)}
     column_searchable_list = ("name", "school_student_no")
     column_filters = ("grade_level", "gender", "active")
     column_sortable_list = ("id", "name", "gender", "grade_level", "school_student_no")
@@ -444,7 +282,7 @@ class ResponseView(SecureModelView):
         "batch_id": "导入批次",
         "submitted_at": "提交时间",
     }
-    column_formatters: ClassVar[dict[str, Any]] = {"scores": _fmt_scores}
+    column_formatters: ClassVar[dict[str, Any]] = {"scores": fmt_scores}
     column_filters = ("instrument_id", "source")
     column_sortable_list = ("id", "instrument_id", "submitted_at")
     column_default_sort = ("submitted_at", True)
@@ -478,8 +316,8 @@ class WarningView(SecureModelView):
         "created_at": "预警时间",
         "acknowledged_at": "确认时间",
     }
-    column_formatters: ClassVar[dict[str, Any]] = {"level": _fmt_level, "inputs": _fmt_inputs}
-    column_choices: ClassVar[dict[str, list[tuple[str, str]]]] = {"status": _choices(WARNING_STATUS_LABELS)}
+    column_formatters: ClassVar[dict[str, Any]] = {"level": fmt_level, "inputs": fmt_inputs}
+    column_choices: ClassVar[dict[str, list[tuple[str, str]]]] = {"status": choices(WARNING_STATUS_LABELS)}
     column_filters = ("level", "status", "rule_id")
     column_sortable_list = ("id", "level", "rule_id", "status", "created_at")
     column_default_sort = ("created_at", True)
@@ -513,8 +351,8 @@ class CaseView(SecureModelView):
         "tasks": "方案任务",
         "events": "处置记录",
     }
-    column_formatters: ClassVar[dict[str, Any]] = {"level": _fmt_level, "tasks": _fmt_tasks, "events": _fmt_events}
-    column_choices: ClassVar[dict[str, list[tuple[str, str]]]] = {"state": _choices(CASE_STATE_LABELS)}
+    column_formatters: ClassVar[dict[str, Any]] = {"level": fmt_level, "tasks": fmt_tasks, "events": fmt_events}
+    column_choices: ClassVar[dict[str, list[tuple[str, str]]]] = {"state": choices(CASE_STATE_LABELS)}
     column_filters = ("state", "level", "template_id")
     column_sortable_list = ("id", "state", "level", "template_id", "opened_at")
     column_default_sort = ("opened_at", True)
@@ -552,8 +390,8 @@ class NotificationView(SecureModelView):
         "created_at": "创建时间",
         "sent_at": "发送时间",
     }
-    column_formatters: ClassVar[dict[str, Any]] = {"level": _fmt_level, "role": _fmt_role}
-    column_choices: ClassVar[dict[str, list[tuple[str, str]]]] = {"status": _choices(NOTIFICATION_STATUS_LABELS)}
+    column_formatters: ClassVar[dict[str, Any]] = {"level": fmt_level, "role": fmt_role}
+    column_choices: ClassVar[dict[str, list[tuple[str, str]]]] = {"status": choices(NOTIFICATION_STATUS_LABELS)}
     column_filters = ("status", "channel", "level")
     column_sortable_list = ("id", "channel", "level", "status", "attempts", "sent_at")
     column_default_sort = ("id", True)
@@ -573,7 +411,7 @@ class InboxMessageView(SecureModelView):
         "created_at": "收到时间",
         "read_at": "阅读时间",
     }
-    column_formatters: ClassVar[dict[str, Any]] = {"level": _fmt_level, "role": _fmt_role, "link": _fmt_link}
+    column_formatters: ClassVar[dict[str, Any]] = {"level": fmt_level, "role": fmt_role, "link": fmt_link}
     column_filters = ("level",)
     column_sortable_list = ("id", "level", "created_at")
     column_default_sort = ("created_at", True)
@@ -596,7 +434,7 @@ class UserView(SecureModelView):
         "roles": "角色",
         "created_at": "创建时间",
     }
-    column_formatters: ClassVar[dict[str, Any]] = {"roles": _fmt_roles}
+    column_formatters: ClassVar[dict[str, Any]] = {"roles": fmt_roles}
     column_searchable_list = ("username",)
     column_filters = ("active",)
     column_sortable_list = ("id", "username", "active", "created_at")
@@ -610,7 +448,7 @@ class PluginsView(SecureView):
 
     @expose("/")
     def index(self):
-        return self.render("admin/xinshu_plugins.html", plugins=list_plugins(_services().pm))
+        return self.render("admin/xinshu_plugins.html", plugins=list_plugins(current_services().pm))
 
 
 class DeclarationsView(SecureView):
@@ -618,7 +456,7 @@ class DeclarationsView(SecureView):
 
     @expose("/")
     def index(self):
-        return self.render("admin/xinshu_declarations.html", decl=_services().declarations)
+        return self.render("admin/xinshu_declarations.html", decl=current_services().declarations)
 
 
 def build_views(db: Any) -> list[BaseView]:

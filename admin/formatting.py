@@ -1,0 +1,196 @@
+"""Labels and column formatters for the back office.
+
+Every formatter escapes what it shows: HTML is built only with
+:class:`markupsafe.Markup` templates, which escape their arguments. Times are
+stored as naive UTC and shown in Asia/Shanghai (UTC+8).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from typing import Any
+
+from flask import current_app
+from flask_admin.contrib.sqla.typefmt import DEFAULT_FORMATTERS
+from markupsafe import Markup
+
+CHINA_TZ = dt.timezone(dt.timedelta(hours=8), "Asia/Shanghai")  # no DST since 1991
+
+ROLE_LABELS = {
+    "bureau_admin": "市教育局管理员",
+    "district_admin": "区教育局管理员",
+    "principal": "校长",
+    "moral_education_director": "德育主任",
+    "psychology_teacher": "心理教师",
+    "class_teacher": "班主任",
+}
+ORG_KIND_LABELS = {"city": "市", "district": "区", "school": "学校", "grade": "年级", "class": "班级"}
+CASE_STATE_LABELS = {
+    "monitoring": "数据监测",
+    "warned": "已预警",
+    "interviewing": "调研访谈",
+    "planning": "制定方案",
+    "intervening": "干预实施",
+    "follow_up": "跟踪随访",
+    "closed": "已结案",
+    "transferred": "已转介",
+}
+WARNING_STATUS_LABELS = {"open": "未处理", "acknowledged": "已确认", "superseded": "已升级取代", "closed": "已关闭"}
+NOTIFICATION_STATUS_LABELS = {"pending": "待发送", "sent": "已发送", "dead": "无法送达"}
+GENDER_LABELS = {"M": "男", "F": "女"}
+
+
+def choices(labels: dict[str, str]) -> list[tuple[str, str]]:
+    return list(labels.items())
+
+
+# --- access -----------------------------------------------------------------
+
+
+def local_time(value: dt.datetime | None) -> str:
+    """A stored naive-UTC timestamp as Asia/Shanghai ``YYYY-MM-DD HH:MM``."""
+    if value is None:
+        return ""
+    return value.replace(tzinfo=dt.UTC).astimezone(CHINA_TZ).strftime("%Y-%m-%d %H:%M")
+
+
+def _datetime_formatter(view, value: dt.datetime, name: str) -> str:
+    return local_time(value)
+
+
+TYPE_FORMATTERS = {**DEFAULT_FORMATTERS, dt.datetime: _datetime_formatter}
+
+
+def current_services():
+    return current_app.extensions["xinshu"]
+
+
+def level_badge(level: int | None) -> Markup:
+    """A level as a badge in its declared colour, e.g. ``4 非常严重``."""
+    if level is None:
+        return Markup("")
+    try:
+        definition = current_services().declarations.levels.get(level)
+    except KeyError:
+        return Markup("<span class='badge badge-secondary'>{}</span>").format(level)
+    return Markup("<span class='badge' style='background-color: {}; color: #000'>{} {}</span>").format(
+        definition.colour, level, definition.name.get("zh", definition.key)
+    )
+
+
+def _rule_explain(rule_id: str) -> str:
+    for ruleset in current_services().declarations.rulesets.values():
+        for rule in ruleset.rules:
+            if rule.id == rule_id:
+                return rule.explain.get("zh") or next(iter(rule.explain.values()), "")
+    return ""
+
+
+def _value_text(value: Any) -> str:
+    if value is True:
+        return "是"
+    if value is False:
+        return "否"
+    if value is None:
+        return "无"
+    return str(value)
+
+
+def explain_inputs(fired: Iterable[Any] | None) -> Markup:
+    """The fired rules of a warning as a list: rule, level, reason and the values read."""
+    items = []
+    for entry in fired or []:
+        if not isinstance(entry, dict):
+            items.append(Markup("<li>{}</li>").format(_value_text(entry)))
+            continue
+        rule_id = str(entry.get("rule_id", ""))
+        reason = _rule_explain(rule_id)
+        values = entry.get("inputs") or {}
+        read = (
+            "；".join(f"{key} = {_value_text(val)}" for key, val in values.items()) if isinstance(values, dict) else ""
+        )
+        items.append(
+            Markup("<li>规则 <code>{}</code>（{}级）{}{}</li>").format(
+                rule_id,
+                entry.get("level", "?"),
+                f"：{reason}" if reason else "",
+                f"。依据：{read}" if read else "",
+            )
+        )
+    return Markup("<ul class='mb-0 pl-3'>{}</ul>").format(Markup("").join(items))
+
+
+def _table(headers: Iterable[str], rows: Iterable[Iterable[Any]]) -> Markup:
+    head = Markup("").join(Markup("<th>{}</th>").format(h) for h in headers)
+    body = Markup("").join(
+        Markup("<tr>{}</tr>").format(Markup("").join(Markup("<td>{}</td>").format(c) for c in row)) for row in rows
+    )
+    return Markup(
+        "<table class='table table-sm table-bordered mb-0'><thead><tr>{}</tr></thead><tbody>{}</tbody></table>"
+    ).format(head, body)
+
+
+def fmt_level(view, context, model, name) -> Markup:
+    return level_badge(getattr(model, name))
+
+
+def fmt_role(view, context, model, name) -> str:
+    role = getattr(model, name)
+    return ROLE_LABELS.get(role, role or "")
+
+
+def fmt_scores(view, context, model, name) -> Markup:
+    parts = []
+    for score in sorted(model.scores, key=lambda s: s.scale):
+        raw = "—" if score.raw_score is None else f"{score.raw_score:g}"
+        band = score.band or ("无效" if not score.valid else "—")
+        parts.append(Markup("<span class='text-nowrap'>{}={}/{}</span>").format(score.scale, raw, band))
+    return Markup("; ").join(parts)
+
+
+def fmt_inputs(view, context, model, name) -> Markup:
+    return explain_inputs(model.inputs)
+
+
+def fmt_tasks(view, context, model, name) -> Markup:
+    rows = [
+        (
+            task.title,
+            ROLE_LABELS.get(task.owner_role, task.owner_role),
+            CASE_STATE_LABELS.get(task.step, task.step),
+            task.category,
+            local_time(task.due_at),
+            task.status,
+        )
+        for task in sorted(model.tasks, key=lambda t: (t.due_at, t.id))
+    ]
+    return _table(("任务", "负责人", "步骤", "类别", "截止时间", "状态"), rows)
+
+
+def fmt_events(view, context, model, name) -> Markup:
+    rows = [
+        (
+            local_time(event.at),
+            CASE_STATE_LABELS.get(event.from_state or "", event.from_state or "—"),
+            CASE_STATE_LABELS.get(event.to_state, event.to_state),
+            event.actor,
+            event.reason,
+        )
+        for event in model.events
+    ]
+    return _table(("时间", "原状态", "新状态", "操作人", "原因"), rows)
+
+
+def fmt_roles(view, context, model, name) -> str:
+    return "；".join(f"{ROLE_LABELS.get(a.role, a.role)}@{a.org_unit.name if a.org_unit else '?'}" for a in model.roles)
+
+
+def fmt_link(view, context, model, name) -> Markup | str:
+    link = model.link or ""
+    if link.startswith("/") and not link.startswith("//") and "\\" not in link:
+        return Markup("<a href='{}'>{}</a>").format(link, link)
+    return link
+
+
+# --- base views -------------------------------------------------------------
