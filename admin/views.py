@@ -129,7 +129,7 @@ class XinshuSecureForm(SecureForm):
         csrf_class = FlaskWTFCSRF
 
 
-# --- formatting helpers -----------------------------------------------------
+# --- base views -------------------------------------------------------------
 
 
 class SecureView(_AccessMixin, BaseView):

@@ -207,7 +207,6 @@ def cross_check(record: dict[str, Any]) -> list[tuple[str, str]]:
     birth = ric.get_birth_date(id_number)
     if record.get("birth_date") and record["birth_date"] != birth:
         problems.append(("birth_date", f"出生日期与身份证号不一致（身份证为 {birth.isoformat()}）"))
-    record.setdefault("birth_date", birth)
     if record.get("birth_date") is None:
         record["birth_date"] = birth
     return problems

@@ -178,19 +178,18 @@ def _apply(session: Session, school: OrgUnit, records: list[dict[str, Any]], res
     for record in records:
         record["grade_level"] = record.pop("grade")
         class_unit = classes.get(record["grade_level"], record.pop("class"))
+        fields = _fields(record)
         student = next((index[(f, record[f])] for f in IDENTIFIERS if (f, record.get(f)) in index), None)
         if student is None:
-            student = Student(school_id=school.id, class_id=class_unit.id, **_fields(record))
-            session.add(student)
+            session.add(Student(school_id=school.id, class_id=class_unit.id, **fields))
             result.created += 1
             continue
-        changed = [f for f, v in _fields(record).items() if getattr(student, f) != v]
+        changed = {f: v for f, v in fields.items() if getattr(student, f) != v}
+        for f, v in changed.items():
+            setattr(student, f, v)
         if student.class_id != class_unit.id:
-            changed.append("class")
+            changed["class"] = class_unit.id
             student.class_id = class_unit.id
-        for f in changed:
-            if f != "class":
-                setattr(student, f, record[f])
         if changed:
             result.updated += 1
         else:
@@ -200,7 +199,8 @@ def _apply(session: Session, school: OrgUnit, records: list[dict[str, Any]], res
 
 
 def _fields(record: dict[str, Any]) -> dict[str, Any]:
-    return {f: record.get(f) for f in UPDATABLE}
+    """The student fields the file gives; a column the file lacks changes nothing."""
+    return {f: record[f] for f in UPDATABLE if f in record}
 
 
 class _ClassUnits:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,13 +62,17 @@ class Services:
     store: DeclarationStore
     db: Database | None
     config: Mapping[str, Any]
+    _scorers: dict[str, Scorer] | None = field(default=None, repr=False)
 
     @property
     def declarations(self) -> Declarations:
         return self.store.current
 
     def scorers(self) -> dict[str, Scorer]:
-        return {name: cls() for name, cls in self.scorer_classes.items()}
+        """One instance per scorer class, made once (scoring is a hot path)."""
+        if self._scorers is None:
+            self._scorers = {name: cls() for name, cls in self.scorer_classes.items()}
+        return self._scorers
 
     def channel(self, name: str) -> Channel:
         return self.channel_classes[name]()

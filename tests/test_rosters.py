@@ -179,3 +179,16 @@ def test_unreadable_files_are_refused_clearly(services, org, tmp_path, name, dat
     with pytest.raises(UnreadableFile, match=message), services.db.transaction() as session:
         import_roster(session, path, "S1")
     assert _count(services) == 0
+
+
+def test_a_column_the_file_lacks_changes_nothing(services, org, tmp_path):
+    rows = _rows(2)
+    with services.db.transaction() as session:
+        import_roster(session, write_xlsx(tmp_path / "a.xlsx", HEADER, rows), "S1")
+    keep = [h for h in HEADER if h != "全国学籍号"]
+    slim = [[c for h, c in zip(HEADER, r, strict=True) if h != "全国学籍号"] for r in rows]
+    with services.db.transaction() as session:
+        result = import_roster(session, write_xlsx(tmp_path / "b.xlsx", keep, slim), "S1")
+    assert (result.created, result.updated, result.unchanged) == (0, 0, 2)
+    with services.db.sessionmaker() as session:
+        assert sorted(session.scalars(select(Student.student_number))) == sorted("G" + r[2] for r in rows)

@@ -83,7 +83,7 @@ def _check_bands(file, path, scale, items) -> list[DeclarationError]:
             errors.append(_err(file, (*path, "bands", "ranges", b), "min is greater than max"))
         if b and band["min"] <= ranges[b - 1]["max"]:
             errors.append(_err(file, (*path, "bands", "ranges", b, "min"), "overlaps the previous band"))
-    if errors or scale["method"] != "sum" or scale["missing"]["prorate"] not in ("none", "mean_times_n"):
+    if errors or scale["method"] != "sum":
         return errors
     values = [[o["value"] for o in items[i]] for i in scale["items"]]
     if not all(float(v).is_integer() for vs in values for v in vs):

@@ -88,8 +88,6 @@ def _convert(error: ValidationError, loaded: LoadedFile, prefix: tuple) -> Decla
             key = extras[0]
             line = key_line(loaded.root, path, key)
             return DeclarationError(loaded.display, line, format_path((*path, key)), f"unknown key {key!r}")
-    if error.validator == "required" and isinstance(error.instance, dict):
-        return DeclarationError(loaded.display, loaded.line_of(path), format_path(path), error.message)
     return DeclarationError(loaded.display, loaded.line_of(path), format_path(path), _message(error))
 
 
