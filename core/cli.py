@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 
 from xinshu.errors import DeclarationsInvalid, ImportRejected, XinshuError
+from xinshu.models import ROLES
 
 
 def _services(with_db: bool = True, **config):
@@ -52,6 +53,53 @@ def check(root: Path | None) -> None:
         f"ok: {len(decls.files)} files, {len(decls.instruments)} instruments, {len(decls.rulesets)} alert rulesets, "
         f"{len(decls.templates)} intervention templates, {len(decls.profiles)} import profiles"
     )
+
+
+@main.command("add-org-unit")
+@click.argument("code")
+@click.argument("name")
+@click.option("--kind", required=True, type=click.Choice(["city", "district", "school"]))
+@click.option("--parent", "parent_code", help="Code of the parent unit (a district's city, a school's district).")
+@click.option("--database", help="Database URL.")
+def add_org_unit_cmd(code: str, name: str, kind: str, parent_code: str | None, database: str | None) -> None:
+    """Add a city, district or school (grades and classes come from rosters)."""
+    from xinshu.orgs import create_org_unit
+
+    services = _services(DATABASE_URL=database)
+    services.db.create_all()
+    with _reporting(), services.db.transaction() as session:
+        unit = create_org_unit(session, code, name, kind, parent_code)
+        click.echo(f"added {kind} {unit.code} ({unit.name})")
+
+
+@main.command("add-user")
+@click.argument("username")
+@click.option("--role", required=True, type=click.Choice(list(ROLES)))
+@click.option("--org", "org_code", required=True, help="Code of the org unit the role covers (and all below it).")
+@click.option("--email", help="Address for the email channel.")
+@click.password_option(help="Prompted for (twice) when not given.")
+@click.option("--database", help="Database URL.")
+def add_user_cmd(
+    username: str, role: str, org_code: str, email: str | None, password: str, database: str | None
+) -> None:
+    """Add a staff account holding ROLE over an org unit."""
+    from sqlalchemy import select
+
+    from xinshu.auth import create_user
+    from xinshu.models import OrgUnit, User
+
+    services = _services(DATABASE_URL=database)
+    services.db.create_all()
+    with _reporting(), services.db.transaction() as session:
+        unit = session.scalar(select(OrgUnit).where(OrgUnit.code == org_code))
+        if unit is None:
+            raise XinshuError(f"no org unit with code {org_code!r}")
+        if session.scalar(select(User.id).where(User.username == username)) is not None:
+            raise XinshuError(f"user {username!r} already exists")
+        if len(password) < 10:
+            raise XinshuError("the password must have at least 10 characters")
+        create_user(session, username, password, role, unit, email=email)
+        click.echo(f"added user {username} as {role} of {unit.code}")
 
 
 @main.command("import-roster")

@@ -33,7 +33,8 @@ from xinshu.dispatch import dispatch_pending
 from xinshu.errors import XinshuError
 from xinshu.grades import grade_name
 from xinshu.models import Case, Notification, OrgUnit, Response, RiskWarning, Score, Student
-from xinshu.rosters import add_org_unit, import_roster
+from xinshu.orgs import add_org_unit
+from xinshu.rosters import import_roster
 from xinshu.services import PROJECT_ROOT, Services, build_services
 
 DEMO_PASSWORD = "xinshu-demo-2025"  # noqa: S105 - demo-only; production config refuses defaults

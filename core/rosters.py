@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from xinshu.errors import ImportRejected, RowError, XinshuError
 from xinshu.grades import grade_name
 from xinshu.models import ImportBatch, OrgUnit, Student
+from xinshu.orgs import add_org_unit
 from xinshu.roster_fields import IDENTIFIERS, LABELS, PARSERS, FieldError, cross_check, map_headers
 from xinshu.tabular import read_table
 
@@ -224,12 +225,3 @@ class _ClassUnits:
             self.by_code[code] = unit
             self.created += kind == "class"
         return unit
-
-
-def add_org_unit(session: Session, code: str, name: str, kind: str, parent: OrgUnit | None) -> OrgUnit:
-    """Create an org unit with its materialised path (flushes to get the id)."""
-    unit = OrgUnit(code=code, name=name, kind=kind, parent=parent)
-    session.add(unit)
-    session.flush()
-    unit.path = f"{parent.path if parent else '/'}{unit.id}/"
-    return unit

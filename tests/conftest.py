@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from xinshu.rosters import add_org_unit
+from xinshu.orgs import add_org_unit
 from xinshu.services import PROJECT_ROOT, build_services
 
 DATA_DIR = Path(os.environ.get("XINSHU_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))

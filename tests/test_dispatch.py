@@ -13,7 +13,7 @@ from xinshu.alerting import record_response
 from xinshu.auth import create_user
 from xinshu.dispatch import MAX_ATTEMPTS, backoff, dispatch_pending
 from xinshu.models import InboxMessage, Notification, OrgUnit, Student, utcnow
-from xinshu.rosters import add_org_unit
+from xinshu.orgs import add_org_unit
 from xinshu.services import build_services
 
 

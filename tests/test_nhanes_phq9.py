@@ -104,7 +104,7 @@ def _seqns(path):
 
 def _enrol(session, school, seqns):
     from xinshu.models import OrgUnit
-    from xinshu.rosters import add_org_unit
+    from xinshu.orgs import add_org_unit
 
     grade = add_org_unit(session, "S1-G07", "七年级", "grade", school)
     klass = add_org_unit(session, "S1-G07-C01", "七年级1班", "class", grade)

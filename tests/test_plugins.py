@@ -35,8 +35,8 @@ from xinshu.dispatch import dispatch_pending
 from xinshu.errors import DeclarationsInvalid
 from xinshu.models import Case, InboxMessage, Notification, Score, Student
 from xinshu.models import RiskWarning as WarningRow
+from xinshu.orgs import add_org_unit
 from xinshu.plugin_manager import PluginInfo, list_plugins
-from xinshu.rosters import add_org_unit
 from xinshu.scoring import score_response
 from xinshu.services import Services, build_services, declaration_roots, load_plugins
 

@@ -33,7 +33,7 @@ from xinshu.models import (
     utcnow,
 )
 from xinshu.models import RiskWarning as WarningModel
-from xinshu.rosters import add_org_unit
+from xinshu.orgs import add_org_unit
 
 PASSWORD = "correct horse battery staple"
 ID_A = "11010120080101123X"
