@@ -25,6 +25,8 @@ from xinshu.scoring import AnswerError, check_answers
 from xinshu.services import Services
 from xinshu.tabular import read_table
 
+MATCH_LABELS = {"school_student_no": "校内学号", "student_number": "学籍号", "id_number": "身份证号"}
+
 
 @dataclass
 class AnswerRow:
@@ -38,12 +40,14 @@ class AnswerRow:
 
 @dataclass
 class AnswerFile:
-    """Rows read from a file, and how many all-blank rows were skipped."""
+    """Rows read from a file, how many all-blank rows were skipped, and the
+    errors found (rows with errors are still listed, for respondent checks)."""
 
     sheet: str
     rows: list[AnswerRow]
     blank_rows: int
     digest: str
+    errors: list[RowError] = field(default_factory=list)
 
 
 def resolve_profile(services: Services, instrument_id: str, profile_id: str) -> tuple[Instrument, ImportProfile]:
@@ -59,15 +63,21 @@ def resolve_profile(services: Services, instrument_id: str, profile_id: str) -> 
     return decls.instruments[instrument_id], profile
 
 
-def read_answers(path: Path | str, instrument: Instrument, profile: ImportProfile) -> AnswerFile:
-    """Read and check every row; raise :class:`ImportRejected` listing all errors."""
+def read_answers(path: Path | str, instrument: Instrument, profile: ImportProfile, collect: bool = False) -> AnswerFile:
+    """Read and check every row.
+
+    :param collect: return the errors in :attr:`AnswerFile.errors` instead of
+        raising, so that a caller can add its own checks before rejecting.
+    :raises ImportRejected: listing all errors (unless ``collect``), or a
+        missing column (always).
+    """
     path = Path(path)
     data = path.read_bytes()
     table = read_table(path, data)
     columns = {name: index for index, name in enumerate(table.header)}
     missing = [c for c in (profile.respondent_column, *profile.items) if c not in columns]
     if missing:
-        raise ImportRejected([RowError(1, c, "column is missing", table.sheet) for c in missing])
+        raise ImportRejected([RowError(1, c, "缺少此列", table.sheet) for c in missing])
     rows, errors, blanks, seen = [], [], 0, {}
     for number, cells in table.rows:
         parsed = _parse_row(number, cells, columns, instrument, profile, table.sheet, errors)
@@ -75,13 +85,13 @@ def read_answers(path: Path | str, instrument: Instrument, profile: ImportProfil
             blanks += 1
             continue
         if parsed.respondent in seen:
-            message = f"respondent {parsed.respondent} already on row {seen[parsed.respondent]}"
+            message = f"答题人 {parsed.respondent} 与第{seen[parsed.respondent]}行重复"
             errors.append(RowError(number, profile.respondent_column, message, table.sheet))
         seen.setdefault(parsed.respondent, number)
         rows.append(parsed)
-    if errors:
+    if errors and not collect:
         raise ImportRejected(errors)
-    return AnswerFile(table.sheet, rows, blanks, hashlib.sha256(data).hexdigest())
+    return AnswerFile(table.sheet, rows, blanks, hashlib.sha256(data).hexdigest(), errors)
 
 
 def _parse_row(number, cells, columns, instrument, profile, sheet, errors) -> AnswerRow | None:
@@ -93,11 +103,11 @@ def _parse_row(number, cells, columns, instrument, profile, sheet, errors) -> An
     if all(_blank(raw[c]) for c in profile.items):
         if all(_blank(v) for v in cells) or profile.blank_rows == "skip":
             return None
-        errors.append(RowError(number, "", "no answers in this row", sheet))
+        errors.append(RowError(number, "", "该行没有任何作答", sheet))
         return None
     respondent = profile.parse_respondent(raw[profile.respondent_column])
     if not respondent:
-        errors.append(RowError(number, profile.respondent_column, "respondent id is blank", sheet))
+        errors.append(RowError(number, profile.respondent_column, "答题人编号为空", sheet))
     answers: dict[str, float | None] = {}
     for column, item in profile.items.items():
         try:
@@ -151,8 +161,11 @@ def import_answers(
     :raises ImportRejected: bad cells, unknown or ambiguous respondents.
     """
     instrument, profile = resolve_profile(services, instrument_id, profile_id)
-    answer_file = read_answers(path, instrument, profile)
-    students = _match_students(session, answer_file, profile, school_id)
+    answer_file = read_answers(path, instrument, profile, collect=True)
+    students, unmatched = _match_students(session, answer_file, profile, school_id)
+    errors = sorted(answer_file.errors + unmatched, key=lambda e: (e.row, e.column))
+    if errors:
+        raise ImportRejected(errors)
     result = AnswersResult(rows=len(answer_file.rows), blank_rows=answer_file.blank_rows)
     batch = ImportBatch(kind="answers", filename=Path(path).name, file_sha256=answer_file.digest, rows=result.rows)
     session.add(batch)
@@ -176,7 +189,10 @@ def import_answers(
     return result
 
 
-def _match_students(session: Session, answer_file: AnswerFile, profile: ImportProfile, school_id: int | None):
+def _match_students(
+    session: Session, answer_file: AnswerFile, profile: ImportProfile, school_id: int | None
+) -> tuple[dict[str, Student], list[RowError]]:
+    """Respondent -> student, and an error for each unknown or ambiguous respondent."""
     column = getattr(Student, profile.match)
     wanted = [r.respondent for r in answer_file.rows]
     stmt = select(Student).where(Student.active.is_(True))
@@ -187,27 +203,15 @@ def _match_students(session: Session, answer_file: AnswerFile, profile: ImportPr
         chunk = wanted[chunk_start : chunk_start + 900]
         for student in session.scalars(stmt.where(column.in_(chunk))):
             found.setdefault(getattr(student, profile.match), []).append(student)
+    label = MATCH_LABELS[profile.match]
     errors = []
     for row in answer_file.rows:
         matches = found.get(row.respondent, [])
-        if not matches:
-            errors.append(
-                RowError(
-                    row.row,
-                    profile.respondent_column,
-                    f"no student with {profile.match} {row.respondent}",
-                    answer_file.sheet,
-                )
-            )
-        elif len(matches) > 1:
-            errors.append(
-                RowError(
-                    row.row,
-                    profile.respondent_column,
-                    f"{len(matches)} students match {row.respondent}; give --school",
-                    answer_file.sheet,
-                )
-            )
-    if errors:
-        raise ImportRejected(errors)
-    return {k: v[0] for k, v in found.items()}
+        if len(matches) == 1 or not row.respondent:
+            continue
+        if matches:
+            message = f"有{len(matches)}名学生的{label}为 {row.respondent}，请用 --school 指定学校"
+        else:
+            message = f"名册中没有{label}为 {row.respondent} 的在读学生"
+        errors.append(RowError(row.row, profile.respondent_column, message, answer_file.sheet))
+    return {k: v[0] for k, v in found.items()}, errors

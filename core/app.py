@@ -28,7 +28,7 @@ from xinshu import auth
 from xinshu.admin import init_admin
 from xinshu.errors import StartupError
 from xinshu.models import User
-from xinshu.services import Services, build_services, default_database_url
+from xinshu.services import Services, build_services
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,6 @@ def default_config() -> dict[str, Any]:
     """Configuration defaults, from the environment where noted."""
     return {
         "SECRET_KEY": os.environ.get("XINSHU_SECRET_KEY") or None,
-        "DATABASE_URL": default_database_url(),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": _env_flag("XINSHU_SESSION_COOKIE_SECURE"),

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import click
+from sqlalchemy.exc import SQLAlchemyError
 
 from xinshu.errors import DeclarationsInvalid, ImportRejected, XinshuError
 from xinshu.models import ROLES
@@ -23,12 +24,8 @@ from xinshu.models import ROLES
 def _services(with_db: bool = True, **config):
     from xinshu.services import build_services
 
-    try:
+    with _reporting():
         return build_services({k: v for k, v in config.items() if v is not None}, with_db=with_db)
-    except DeclarationsInvalid as exc:
-        for error in exc.errors:
-            click.echo(str(error), err=True)
-        raise SystemExit(1) from exc
 
 
 @click.group()
@@ -43,7 +40,7 @@ def main(verbose: bool) -> None:
 @main.command()
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), help="Declaration root (default: project).")
 def check(root: Path | None) -> None:
-    """Validate every declaration; print ``file:line: path: message`` per error."""
+    """Validate every declaration; print "file:line: path: message" per error."""
     services = _services(with_db=False, DECLARATION_ROOT=root)
     decls = services.declarations
     unconfigured = sorted(set(services.channel_classes) - services.configured_channels())
@@ -179,7 +176,9 @@ def dispatch(database: str | None) -> None:
     from xinshu.dispatch import dispatch_pending
 
     services = _services(DATABASE_URL=database)
-    click.echo(json.dumps(dispatch_pending(services).as_dict()))
+    services.db.create_all()
+    with _reporting():
+        click.echo(json.dumps(dispatch_pending(services).as_dict()))
 
 
 @main.command()
@@ -191,8 +190,9 @@ def dispatch(database: str | None) -> None:
 def demo(database: str | None, data_dir: Path | None, seed: int, then_serve: bool, port: int) -> None:
     """Build the demo city on a fresh database and print a JSON summary."""
     from xinshu.demo import build_demo, default_data_dir
+    from xinshu.services import database_url
 
-    url = database or f"sqlite:///{Path.cwd() / 'instance' / 'demo.db'}"
+    url = database_url(database) if database else f"sqlite:///{Path.cwd() / 'instance' / 'demo.db'}"
     with _reporting():
         summary = build_demo(url, data_dir or default_data_dir(), seed)
     click.echo(json.dumps(summary, ensure_ascii=False, indent=2))
@@ -216,11 +216,18 @@ def serve(database: str | None, host: str, port: int) -> None:
 
 def _serve(database: str | None, host: str, port: int) -> None:
     import waitress
+    from sqlalchemy import func, select
 
     from xinshu.app import create_app
+    from xinshu.models import User
 
     config = {"DATABASE_URL": database} if database else {}
-    app = create_app(config)
+    with _reporting():
+        app = create_app(config)
+    services = app.extensions["xinshu"]
+    with services.db.sessionmaker() as session:
+        if session.scalar(select(func.count()).select_from(User)) == 0:
+            click.echo(f"note: {services.db.url} has no user accounts yet; add one with `xinshu add-user`", err=True)
     click.echo(f"serving on http://{host}:{port}/admin/ (Ctrl+C to stop)", err=True)
     waitress.serve(app, host=host, port=port, threads=8)
 
@@ -234,13 +241,20 @@ class _reporting:
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc is None:
             return False
+        if isinstance(exc, DeclarationsInvalid):
+            for error in exc.errors:
+                click.echo(str(error), err=True)
+            raise SystemExit(1)
         if isinstance(exc, ImportRejected):
-            click.echo(f"rejected, nothing written: {len(exc.errors)} error(s)", err=True)
+            click.echo(f"rejected: {len(exc.errors)} error(s); nothing was changed", err=True)
             for error in exc.errors:
                 click.echo(f"  {error}", err=True)
             raise SystemExit(1)
         if isinstance(exc, XinshuError):
             click.echo(f"error: {exc}", err=True)
+            raise SystemExit(1)
+        if isinstance(exc, SQLAlchemyError | ModuleNotFoundError):
+            click.echo(f"database error: {type(exc).__name__}: {str(exc).splitlines()[0]}", err=True)
             raise SystemExit(1)
         return False
 

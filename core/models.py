@@ -187,6 +187,9 @@ class Response(Base):
     student: Mapped[Student] = relationship()
     scores: Mapped[list[Score]] = relationship(back_populates="response", cascade="all, delete-orphan")
 
+    def __str__(self) -> str:
+        return f"答卷 #{self.id}（{self.instrument_id}）"
+
 
 class Score(Base):
     """One scale's score of one response, derived from the raw answers."""
@@ -229,6 +232,9 @@ class RiskWarning(Base):
     acknowledged_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     student: Mapped[Student] = relationship()
     response: Mapped[Response | None] = relationship()
+
+    def __str__(self) -> str:
+        return f"预警 #{self.id}（{self.level}级）"
 
 
 class Case(Base):

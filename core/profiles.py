@@ -46,11 +46,11 @@ class ImportProfile:
                 return self.recode[text]
             value = self._number(text)
         elif isinstance(cell, bool):
-            raise CellError(f"{cell!r} is not a number")
+            raise CellError(f"“{cell}”不是数字")
         elif isinstance(cell, (int, float)):
             value = self._integral(float(cell), str(cell))
         else:
-            raise CellError(f"{cell!r} is not a number")
+            raise CellError(f"“{cell}”不是数字")
         return None if value in self.missing_codes else value
 
     def parse_respondent(self, cell: Any) -> str:
@@ -74,14 +74,14 @@ class ImportProfile:
         try:
             number = float(text)
         except ValueError as exc:
-            raise CellError(f"{text!r} is not a number") from exc
+            raise CellError(f"“{text}”不是数字，也不是可识别的选项文字") from exc
         return self._integral(number, text)
 
     def _integral(self, number: float, shown: str) -> float:
         if not number.is_integer():
-            raise CellError(f"{shown} is not a whole number")
+            raise CellError(f"{shown} 不是整数")
         if "." in shown and not self.accept_integral_floats:
-            raise CellError(f"{shown} is written as a decimal; this profile expects whole numbers")
+            raise CellError(f"{shown} 写成了小数；此导入方案要求整数")
         return float(int(number))
 
 

@@ -8,6 +8,7 @@ A condition is a mapping, never code (no ``eval``):
 * ``{item: phq9_9, gte: 1}`` — compares one item's value as answered;
 * ``{band: total, in: [severe]}`` — the scale's severity band;
 * ``{critical: phq9_9}`` — the instrument's critical-item flag fired;
+* ``{critical_missing: phq9_9}`` — that critical item was left unanswered;
 * ``{all: [...]}``, ``{any: [...]}``, ``{not: ...}``, ``{at_least: 2, of: [...]}``.
 
 Every rule that matches is kept with the exact input values it read; the
@@ -93,10 +94,11 @@ def matches(cond: dict, result: ScoreResult, inputs: dict[str, Any]) -> bool:
         return not matches(cond["not"], result, inputs)
     if "at_least" in cond:
         return sum(matches(c, result, inputs) for c in cond["of"]) >= cond["at_least"]
-    if "critical" in cond:
-        key = f"critical:{cond['critical']}"
-        inputs[key] = key in result.flags
-        return inputs[key]
+    for kind in ("critical", "critical_missing"):
+        if kind in cond:
+            key = f"{kind}:{cond[kind]}"
+            inputs[key] = key in result.flags
+            return inputs[key]
     if "band" in cond:
         band = result.band(cond["band"])
         inputs[f"band:{cond['band']}"] = band
@@ -124,7 +126,7 @@ def references(cond: dict) -> list[tuple[str, str]]:
             refs.extend(references(sub))
     if "not" in cond:
         refs.extend(references(cond["not"]))
-    for kind in ("scale", "item", "band", "critical"):
+    for kind in ("scale", "item", "band", "critical", "critical_missing"):
         if kind in cond:
             refs.append((kind, cond[kind]))
     return refs

@@ -85,13 +85,13 @@ def check_answers(instrument: Instrument, answers: Mapping[str, Any]) -> dict[st
     """Return answers for every item (None = missing), or raise AnswerError."""
     unknown = set(answers) - set(instrument.item_ids)
     if unknown:
-        raise AnswerError(f"unknown item(s): {', '.join(sorted(unknown))}")
+        raise AnswerError(f"量表中没有这些题目：{', '.join(sorted(unknown))}")
     checked: dict[str, Answer] = {}
     for item in instrument.items:
         value = answers.get(item.id)
         if value is not None and value not in item.values:
             allowed = ", ".join(_fmt(v) for v in sorted(item.values))
-            raise AnswerError(f"{item.id}: {_fmt(value)} is not an allowed answer ({allowed})")
+            raise AnswerError(f"题目 {item.id} 的答案 {_fmt(value)} 不在允许范围内（{allowed}）")
         checked[item.id] = value
     return checked
 

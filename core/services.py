@@ -34,9 +34,35 @@ def default_declaration_root() -> Path:
     return Path.cwd()
 
 
+#: Settings read from ``XINSHU_<NAME>`` environment variables when the config lacks them.
+ENV_SETTINGS = (
+    "DATABASE_URL", "PUBLIC_URL", "MAIL_SERVER", "MAIL_PORT", "MAIL_USE_TLS",
+    "MAIL_USERNAME", "MAIL_PASSWORD", "MAIL_FROM", "MAIL_TIMEOUT",
+)  # fmt: skip
+
+
+def config_from_env(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` plus every :data:`ENV_SETTINGS` key it lacks that the environment sets."""
+    merged = dict(config)
+    for name in ENV_SETTINGS:
+        value = os.environ.get(f"XINSHU_{name}")
+        if value not in (None, "") and merged.get(name) in (None, ""):
+            merged[name] = value
+    if isinstance(merged.get("MAIL_USE_TLS"), str):
+        merged["MAIL_USE_TLS"] = merged["MAIL_USE_TLS"].strip().lower() in ("1", "true", "yes", "on")
+    return merged
+
+
+def database_url(value: str) -> str:
+    """A SQLAlchemy URL; a plain file path means a SQLite file."""
+    if "://" in value:
+        return value
+    return f"sqlite:///{Path(value).expanduser().resolve()}"
+
+
 def default_database_url() -> str:
-    """``XINSHU_DATABASE_URL`` if set, else ``sqlite:///instance/xinshu.db`` in the cwd."""
-    return os.environ.get("XINSHU_DATABASE_URL") or f"sqlite:///{Path.cwd() / 'instance' / 'xinshu.db'}"
+    """``sqlite:///instance/xinshu.db`` in the current directory."""
+    return f"sqlite:///{Path.cwd() / 'instance' / 'xinshu.db'}"
 
 
 def plugin_options(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -108,10 +134,10 @@ def build_services(config: Mapping[str, Any] | None = None, with_db: bool = True
     :raises StartupError: plugin problems.
     :raises DeclarationsInvalid: a declaration has errors.
     """
-    config = dict(config or {})
+    config = config_from_env(config or {})
     pm, scorers, channels = load_plugins(config)
     store = DeclarationStore(declaration_roots(pm, config), scorers, channels)
     db = None
     if with_db:
-        db = Database(config.get("DATABASE_URL") or default_database_url())
+        db = Database(database_url(config.get("DATABASE_URL") or default_database_url()))
     return Services(pm, scorers, channels, store, db, config)

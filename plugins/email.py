@@ -1,6 +1,6 @@
 """Email channel over SMTP (standard library ``smtplib``).
 
-Configuration (app config or ``XINSHU_`` environment variables): ``MAIL_SERVER``,
+Configuration (app config, or ``XINSHU_MAIL_SERVER`` etc. in the environment): ``MAIL_SERVER``,
 ``MAIL_PORT`` (25), ``MAIL_USE_TLS`` (STARTTLS), ``MAIL_USERNAME``,
 ``MAIL_PASSWORD``, ``MAIL_FROM``. Recipients are the active users holding the
 notification's role at its org unit who have an email address. The message

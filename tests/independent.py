@@ -66,6 +66,8 @@ def phq9_level(row: dict[str, str]) -> int | None:
         levels.append(2)
     if total is not None and total >= 11:
         levels.append(1)
+    if q9 is None:  # skipped, refused (7) or "don't know" (9): ask in person
+        levels.append(1)
     return max(levels) if levels else None
 
 

@@ -43,3 +43,19 @@ def test_org_units_and_user_from_the_cli(db_url):
         assert user.password_hash.startswith("scrypt:") and user.roles[0].role == "psychology_teacher"
         assert session.scalar(select(User).where(User.username == "short")) is None
     database.dispose()
+
+
+def test_plain_path_database_and_env_settings(tmp_path, monkeypatch):
+    path = tmp_path / "plain.db"
+    result = _run("dispatch", "--database", str(path))
+    assert result.exit_code == 0 and result.stdout.strip() == '{"sent": 0, "failed": 0, "dead": 0, "duplicates": 0}'
+    assert path.is_file()
+    assert "channel 'email' is not configured" in _run("check").stderr
+    monkeypatch.setenv("XINSHU_MAIL_SERVER", "127.0.0.1")
+    assert "not configured" not in _run("check").stderr
+
+
+def test_database_errors_are_one_line_not_a_traceback():
+    result = _run("dispatch", "--database", "nosuchdialect://x")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("database error: ") and "Traceback" not in result.output

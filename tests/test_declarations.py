@@ -103,7 +103,7 @@ def test_rule_naming_a_band_that_does_not_exist(root, registry):
     _edit(path, "in: [moderately_severe]", "in: [moderate_severe]")
     line = _line_of(path, "in: [moderate_severe]")
     assert _errors(root, registry) == [
-        f"rules/alerts/phq9.yaml:{line}: rules[3].when.in[0]: no band 'moderate_severe' "
+        f"rules/alerts/phq9.yaml:{line}: rules[4].when.in[0]: no band 'moderate_severe' "
         "(known: minimal, mild, moderate, moderately_severe, severe)"
     ]
 

@@ -161,7 +161,7 @@ def test_cli_reports_errors_and_exits_1(services, org, tmp_path, db_url):
     path = write_xlsx(tmp_path / "roster.xlsx", HEADER, rows)
     result = CliRunner().invoke(main, ["import-roster", str(path), "--school", "S1", "--database", db_url])
     assert result.exit_code == 1
-    assert "rejected, nothing written: 1 error(s)" in result.stderr
+    assert "rejected: 1 error(s); nothing was changed" in result.stderr
     assert "Sheet!第4行 列“年级”: 年级“九九年级”无法识别" in result.stderr
     assert _count(services) == 0
 

@@ -134,7 +134,7 @@ def _reference_problem(instrument: Instrument, kind: str, name: str) -> str | No
         return f"{instrument.id} has no scale {name!r}"
     if kind == "item" and name not in instrument.item_ids:
         return f"{instrument.id} has no item {name!r}"
-    if kind == "critical" and name not in {c.item for c in instrument.critical_items}:
+    if kind in ("critical", "critical_missing") and name not in {c.item for c in instrument.critical_items}:
         return f"{name!r} is not a critical item of {instrument.id}"
     return None
 
