@@ -289,7 +289,7 @@ class ResponseView(SecureModelView):
 
 
 class WarningView(SecureModelView):
-    column_list = ("id", "student", "level", "rule_id", "ruleset_version", "inputs", "status", "created_at")
+    column_list = ("id", "student", "student.school", "level", "rule_id", "inputs", "status", "created_at")
     column_details_list = (
         "id",
         "student",
@@ -306,6 +306,8 @@ class WarningView(SecureModelView):
     column_labels: ClassVar[dict[str, str]] = {
         "id": "编号",
         "student": "学生",
+        "student.school": "学校",
+        "student.school.name": "学校",
         "response": "答卷",
         "level": "预警等级",
         "rule_id": "规则",
@@ -318,16 +320,17 @@ class WarningView(SecureModelView):
     }
     column_formatters: ClassVar[dict[str, Any]] = {"level": fmt_level, "inputs": fmt_inputs}
     column_choices: ClassVar[dict[str, list[tuple[str, str]]]] = {"status": choices(WARNING_STATUS_LABELS)}
-    column_filters = ("level", "status", "rule_id")
+    column_filters = ("level", "status", "rule_id", "student.school.name")
     column_sortable_list = ("id", "level", "rule_id", "status", "created_at")
     column_default_sort = ("created_at", True)
 
 
 class CaseView(SecureModelView):
-    column_list = ("id", "student", "state", "level", "template_id", "opened_at")
+    column_list = ("id", "student", "school", "state", "level", "template_id", "opened_at")
     column_details_list = (
         "id",
         "student",
+        "school",
         "warning",
         "state",
         "level",
@@ -341,6 +344,8 @@ class CaseView(SecureModelView):
     column_labels: ClassVar[dict[str, str]] = {
         "id": "编号",
         "student": "学生",
+        "school": "学校",
+        "school.name": "学校",
         "warning": "预警",
         "state": "状态",
         "level": "等级",
@@ -353,7 +358,7 @@ class CaseView(SecureModelView):
     }
     column_formatters: ClassVar[dict[str, Any]] = {"level": fmt_level, "tasks": fmt_tasks, "events": fmt_events}
     column_choices: ClassVar[dict[str, list[tuple[str, str]]]] = {"state": choices(CASE_STATE_LABELS)}
-    column_filters = ("state", "level", "template_id")
+    column_filters = ("state", "level", "template_id", "school.name")
     column_sortable_list = ("id", "state", "level", "template_id", "opened_at")
     column_default_sort = ("opened_at", True)
 

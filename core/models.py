@@ -264,6 +264,7 @@ class Case(Base):
     opened_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     student: Mapped[Student] = relationship()
+    school: Mapped[OrgUnit] = relationship()
     warning: Mapped[RiskWarning] = relationship()
     tasks: Mapped[list[PlanTask]] = relationship(back_populates="case", cascade="all, delete-orphan")
     events: Mapped[list[CaseEvent]] = relationship(back_populates="case", order_by="CaseEvent.id")
