@@ -70,11 +70,13 @@ def record_response(
     raw_cells: Mapping[str, Any],
     source: str,
     batch_id: int | None = None,
+    seconds: float | None = None,
 ) -> Outcome:
     """Store, score and evaluate one response (no commit).
 
     :param answers: item id -> value (``None`` missing), already checked.
     :param raw_cells: the cells as they were in the file, kept verbatim.
+    :param seconds: completion time in seconds, when known (validity check).
     :raises AnswerError: an answer outside the item's options.
     """
     decls = services.declarations
@@ -82,7 +84,10 @@ def record_response(
     key = dedupe_key(instrument_id, student.id, answers)
     if session.scalar(select(Response.id).where(Response.dedupe_key == key)) is not None:
         return Outcome(None, None, duplicate=True)
-    result = score_response(instrument, answers, services.scorers())
+    result = score_response(instrument, answers, services.scorers(), seconds)
+    norms = {s.id: n for s in instrument.scales if (n := decls.active_norm(instrument.id, s.id)) is not None}
+    if norms:
+        result = result.with_norms(norms, student.grade_level, student.gender)
     response = Response(
         student=student,
         instrument_id=instrument_id,
@@ -92,6 +97,8 @@ def record_response(
         source=source,
         batch_id=batch_id,
         dedupe_key=key,
+        status="scored" if result.protocol_valid else "retest",
+        duration_seconds=seconds,
     )
     session.add(response)
     for scale in result.scales.values():
@@ -115,6 +122,10 @@ def _score_row(response: Response, scale, result: ScoreResult) -> Score:
         answered=scale.answered,
         valid=scale.valid,
         flags=list(result.flags),
+        t_score=scale.t,
+        percentile=scale.percentile,
+        norm_set_id=scale.norm_set,
+        norm_set_version=scale.norm_version,
         instrument_version=result.instrument_version,
         instrument_digest=result.instrument_digest,
     )

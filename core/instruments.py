@@ -49,6 +49,8 @@ class Scale:
     bands: tuple[Band, ...] = ()
     bands_source: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+    role: str = "score"
+    cutoffs: tuple[dict[str, Any], ...] = ()
 
     def band_for(self, value: float | None) -> Band | None:
         """Return the band containing ``value``, or None (no value / no band)."""
@@ -96,6 +98,9 @@ class Item:
 class Instrument:
     """A screening instrument declared in ``instruments/<id>.yaml``.
 
+    ``validity`` holds the validity indicators as declared (mappings with
+    ``id``, ``kind`` and the kind's parameters; see the instrument schema).
+
     ``digest`` is the SHA-256 of the file's bytes; with ``version`` it is
     stamped on every score so past results stay interpretable.
     """
@@ -110,6 +115,8 @@ class Instrument:
     scales: tuple[Scale, ...]
     critical_items: tuple[CriticalItem, ...] = ()
     file: str = ""
+    validity: tuple[dict[str, Any], ...] = ()
+    text_source: str = "builtin"
 
     @property
     def item_ids(self) -> tuple[str, ...]:
@@ -155,6 +162,8 @@ def build_instrument(data: dict, digest: str, file: str) -> Instrument:
         scales=scales,
         critical_items=critical,
         file=file,
+        validity=tuple(data.get("validity", [])),
+        text_source=data.get("text_source", "builtin"),
     )
 
 
@@ -173,4 +182,6 @@ def _scale(raw: dict) -> Scale:
         bands=tuple(Band(b["id"], b["min"], b["max"], b["label"]) for b in bands["ranges"]),
         bands_source=bands["source"],
         options=raw.get("options", {}),
+        role=raw.get("role", "score"),
+        cutoffs=tuple(raw.get("cutoffs", [])),
     )

@@ -13,6 +13,11 @@ A condition is a mapping, never code (no ``eval``):
 
 Every rule that matches is kept with the exact input values it read; the
 warning level is the highest matching rule's level.
+
+An invalid protocol (a validity indicator fired) goes to re-test: only rules
+that read nothing but critical items (``critical`` / ``critical_missing``) are
+evaluated on it, so a critical answer always warns and a lie-scale or
+straight-lined protocol never warns on its scale scores.
 """
 
 from __future__ import annotations
@@ -75,6 +80,8 @@ def evaluate(ruleset: RuleSet, result: ScoreResult) -> Decision:
     """Evaluate every rule of ``ruleset`` on ``result``."""
     fired = []
     for rule in ruleset.rules:
+        if not result.protocol_valid and not critical_only(rule.when):
+            continue
         inputs: dict[str, Any] = {}
         if matches(rule.when, result, inputs):
             fired.append(FiredRule(rule.id, rule.level, inputs))
@@ -116,6 +123,12 @@ def _compare(value: float | None, cond: dict) -> bool:
     if value is None:
         return False
     return all(fn(value, cond[op]) for op, fn in _COMPARE.items() if op in cond)
+
+
+def critical_only(cond: dict) -> bool:
+    """True when a condition reads critical-item flags and nothing else."""
+    refs = references(cond)
+    return bool(refs) and all(kind in ("critical", "critical_missing") for kind, _ in refs)
 
 
 def references(cond: dict) -> list[tuple[str, str]]:

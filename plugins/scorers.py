@@ -1,35 +1,48 @@
-"""Built-in scale scoring methods: ``sum`` and ``mean``."""
+"""Built-in scale scoring methods: ``sum``, ``mean`` and ``count_at_or_above``.
+
+Each works on a whole matrix of responses at once (see
+:class:`xinshu.scoring.Scorer`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from decimal import ROUND_HALF_UP, Decimal
+from typing import ClassVar
+
+import numpy as np
 
 from xinshu import hookimpl
 from xinshu.instruments import Scale
-from xinshu.scoring import Answer, Scorer
+from xinshu.scoring import Scorer
 
 
-def _round_half_up(value: float) -> float:
-    return float(Decimal(str(value)).quantize(Decimal("1"), rounding=ROUND_HALF_UP))
+def round_half_up(values: np.ndarray) -> np.ndarray:
+    """Round to integers, halves away from zero for positive scores (2.5 → 3)."""
+    return np.floor(values + 0.5)
 
 
 class SumScorer(Scorer):
-    """Sum of item values.
+    """Sum of item values, optionally multiplied (``multiply``, e.g. WHO-5 ×4).
 
     With missing answers allowed by the scale's rule: ``prorate: none`` sums
     the answered items; ``prorate: mean_times_n`` returns the mean of the
-    answered items times the number of items, rounded half up to an integer.
+    answered items times the number of items, rounded half up.
     """
 
     name = "sum"
-    description = "sum of item values (optionally prorated)"
+    description = "sum of item values (optionally prorated and multiplied)"
+    options_schema: ClassVar[dict] = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"multiply": {"type": "number", "exclusiveMinimum": 0}},
+    }
 
-    def score(self, values: Sequence[Answer], scale: Scale) -> float:
-        present = [v for v in values if v is not None]
-        if scale.missing.prorate == "mean_times_n" and len(present) < len(values):
-            return _round_half_up(sum(present) / len(present) * len(values))
-        return float(sum(present))
+    def score(self, values: np.ndarray, scale: Scale) -> np.ndarray:
+        total = np.nansum(values, axis=1)
+        if scale.missing.prorate == "mean_times_n":
+            answered = (~np.isnan(values)).sum(axis=1)
+            incomplete = answered < values.shape[1]
+            total = np.where(incomplete, round_half_up(total / answered * values.shape[1]), total)
+        return total * scale.options.get("multiply", 1)
 
 
 class MeanScorer(Scorer):
@@ -38,11 +51,27 @@ class MeanScorer(Scorer):
     name = "mean"
     description = "mean of answered item values"
 
-    def score(self, values: Sequence[Answer], scale: Scale) -> float:
-        present = [v for v in values if v is not None]
-        return sum(present) / len(present)
+    def score(self, values: np.ndarray, scale: Scale) -> np.ndarray:
+        return np.nanmean(values, axis=1)
+
+
+class CountAtOrAboveScorer(Scorer):
+    """Number of answered items with a value at or above ``threshold``
+    (a derived index, e.g. SCL-90 positive items or an ASQ positive screen)."""
+
+    name = "count_at_or_above"
+    description = "number of items answered at or above a threshold"
+    options_schema: ClassVar[dict] = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["threshold"],
+        "properties": {"threshold": {"type": "number"}},
+    }
+
+    def score(self, values: np.ndarray, scale: Scale) -> np.ndarray:
+        return (values >= scale.options["threshold"]).sum(axis=1).astype(float)
 
 
 @hookimpl
 def register_scorers() -> list[type[Scorer]]:
-    return [SumScorer, MeanScorer]
+    return [SumScorer, MeanScorer, CountAtOrAboveScorer]

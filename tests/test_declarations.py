@@ -3,6 +3,7 @@ bad file never replaces the active set."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def _errors(root: Path, registry) -> list[str]:
 
 def test_project_declarations_are_valid(registry):
     decls = load_declarations([PROJECT_ROOT], *registry)
-    assert set(decls.instruments) == {"phq9", "gad7"}
+    assert {"phq9", "gad7"} <= set(decls.instruments)
     assert [lv.name["zh"] for lv in decls.levels.levels] == ["一般", "较重", "严重", "非常严重"]
     assert decls.instruments["phq9"].critical_items[0].item == "phq9_9"
 
@@ -92,10 +93,9 @@ def test_band_gap_and_unknown_method(root, registry):
         f"instruments/phq9.yaml:{mild}: scales[0].bands.ranges[1].min: leaves a gap after the previous band" in errors
     )
     gad_line = _line_of(root / "instruments" / "gad7.yaml", "method: summ")
-    assert (
-        f"instruments/gad7.yaml:{gad_line}: scales[0].method: unknown scoring method 'summ' (known: mean, sum)"
-        in errors
-    )
+    known = "count_at_or_above, mean, sum"
+    message = f"unknown scoring method 'summ' (known: {known})"
+    assert f"instruments/gad7.yaml:{gad_line}: scales[0].method: {message}" in errors
 
 
 def test_rule_naming_a_band_that_does_not_exist(root, registry):
@@ -161,4 +161,4 @@ def test_check_command_prints_errors_and_fails(root):
 def test_check_command_passes_on_the_project():
     result = CliRunner().invoke(main, ["check"])
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("ok: 11 files, 2 instruments")
+    assert re.match(r"ok: \d+ files, \d+ instruments, \d+ alert rulesets", result.stdout)

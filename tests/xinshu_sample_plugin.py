@@ -20,15 +20,16 @@ run; tests call :func:`reset` first.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
+
 from xinshu import hookimpl
 from xinshu.channels import Channel, ChannelContext, Delivery
 from xinshu.instruments import Scale
-from xinshu.scoring import Answer, Scorer
+from xinshu.scoring import Scorer
 
 DECLARATIONS = Path(__file__).resolve().parent / "sample_declarations"
 ADMIN_ENDPOINT = "sample_plugin"
@@ -90,9 +91,8 @@ class CountAtLeastScorer(Scorer):
         "properties": {"threshold": {"type": "integer"}},
     }
 
-    def score(self, values: Sequence[Answer], scale: Scale) -> float:
-        threshold = scale.options["threshold"]
-        return float(sum(1 for v in values if v is not None and v >= threshold))
+    def score(self, values: np.ndarray, scale: Scale) -> np.ndarray:
+        return (values >= scale.options["threshold"]).sum(axis=1).astype(float)
 
 
 class MemoChannel(Channel):

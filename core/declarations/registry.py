@@ -7,6 +7,7 @@ Layout under each root directory::
     rules/alerts/*.yaml         kind: alert_rules
     rules/interventions/*.yaml  kind: intervention
     rules/imports/*.yaml        kind: import_profile
+    norms/*.yaml                kind: norm_set         (at most one active per scale)
 
 Loading is all-or-nothing: :func:`load_declarations` returns a complete
 :class:`Declarations` or raises :class:`~xinshu.errors.DeclarationsInvalid`
@@ -28,6 +29,7 @@ from xinshu.declarations.validate import validate_data
 from xinshu.errors import DeclarationError, DeclarationsInvalid
 from xinshu.instruments import Instrument, build_instrument
 from xinshu.levels import InterventionTemplate, Levels, build_levels, build_template
+from xinshu.norms import NormSet, build_norm_set_model
 from xinshu.profiles import ImportProfile, build_profile
 from xinshu.rules import Rule, RuleSet
 
@@ -36,6 +38,7 @@ FOLDERS = {
     "rules/alerts": "alert_rules",
     "rules/interventions": "intervention",
     "rules/imports": "import_profile",
+    "norms": "norm_set",
 }
 
 
@@ -52,6 +55,7 @@ class Declarations:
     rulesets: Mapping[str, RuleSet]
     templates: Mapping[str, InterventionTemplate]
     profiles: Mapping[str, ImportProfile]
+    norms: Mapping[str, NormSet]
     digest: str
     files: tuple[str, ...] = field(default_factory=tuple)
 
@@ -59,6 +63,13 @@ class Declarations:
         for ruleset in self.rulesets.values():
             if ruleset.instrument == instrument_id:
                 return ruleset
+        return None
+
+    def active_norm(self, instrument_id: str, scale_id: str) -> NormSet | None:
+        """The active norm set of one scale, if any."""
+        for norm in self.norms.values():
+            if (norm.instrument, norm.scale, norm.status) == (instrument_id, scale_id, "active"):
+                return norm
         return None
 
     def template_for(self, level: int) -> InterventionTemplate:
@@ -156,8 +167,14 @@ def _build(loaded, scorers, channels, digest, errors) -> Declarations | None:
         errors.extend(semantics.check_profile(file, instruments))
         profiles[file.data["id"]] = build_profile(file.data)
     errors.extend(semantics.unique_ids(by_kind["import_profile"], "import profile"))
+    norms = {}
+    for file in by_kind["norm_set"]:
+        errors.extend(semantics.check_norm_set(file, instruments))
+        norms[file.data["id"]] = build_norm_set_model(file.data)
+    errors.extend(semantics.unique_ids(by_kind["norm_set"], "norm set"))
+    errors.extend(semantics.one_active_norm(by_kind["norm_set"]))
     files = tuple(f.display for f, _ in loaded)
-    return Declarations(instruments, levels, rulesets, templates, profiles, digest, files)
+    return Declarations(instruments, levels, rulesets, templates, profiles, norms, digest, files)
 
 
 def _sha(file: LoadedFile) -> str:

@@ -46,12 +46,28 @@ def check_instrument(file: LoadedFile, scorers: Mapping[str, type]) -> list[Decl
         if scale["id"] in scale_ids:
             errors.append(_err(file, ("scales", s, "id"), f"duplicate scale id {scale['id']!r}"))
         scale_ids.add(scale["id"])
+    errors.extend(_check_validity(file, data, items, scale_ids))
+    if data.get("text_source") == "local_file" and not data.get("text_file"):
+        errors.append(_err(file, ("text_source",), "text_source local_file needs text_file"))
     for c, critical in enumerate(data.get("critical_items", [])):
         options = items.get(critical["item"])
         if options is None:
             errors.append(_err(file, ("critical_items", c, "item"), f"no item {critical['item']!r}"))
         elif critical["min_value"] > max(o["value"] for o in options):
             errors.append(_err(file, ("critical_items", c, "min_value"), "above the item's highest answer"))
+    return errors
+
+
+def _check_validity(file, data, items, scale_ids) -> list[DeclarationError]:
+    errors = []
+    for v, indicator in enumerate(data.get("validity", [])):
+        path = ("validity", v)
+        if indicator["kind"] == "scale_at_least" and indicator["scale"] not in scale_ids:
+            errors.append(_err(file, (*path, "scale"), f"no scale {indicator['scale']!r} in this instrument"))
+        for p, pair in enumerate(indicator.get("pairs", [])):
+            for side, item_id in enumerate(pair):
+                if item_id not in items:
+                    errors.append(_err(file, (*path, "pairs", p, side), f"no item {item_id!r} in this instrument"))
     return errors
 
 
@@ -197,4 +213,45 @@ def check_profile(file: LoadedFile, instruments: Mapping[str, Instrument]) -> li
             errors.append(_err(file, ("items", column), f"{instrument.id} has no item {item!r}"))
         elif mapped.count(item) > 1:
             errors.append(_err(file, ("items", column), f"item {item!r} is mapped from more than one column"))
+    return errors
+
+
+NORM_NEEDS = {"linear_t": ("mean", "sd"), "normalized_t": ("distribution",), "lookup": ("table",)}
+
+
+def check_norm_set(file: LoadedFile, instruments: Mapping[str, Instrument]) -> list[DeclarationError]:
+    """The scale exists; each group has what the method needs; group keys are unique."""
+    data = file.data
+    instrument = instruments.get(data["instrument"])
+    if instrument is None:
+        return [_err(file, ("instrument",), f"no instrument {data['instrument']!r}")]
+    if data["scale"] not in {s.id for s in instrument.scales}:
+        return [_err(file, ("scale",), f"{instrument.id} has no scale {data['scale']!r}")]
+    errors, seen = [], set()
+    for g, group in enumerate(data["groups"]):
+        key = (group.get("grade"), group.get("gender"), group.get("region"))
+        if key in seen:
+            errors.append(_err(file, ("groups", g), "another group has the same grade, gender and region"))
+        seen.add(key)
+        for needed in NORM_NEEDS[data["method"]]:
+            if needed not in group and (needed != "sd" or group.get("n", 0) >= data.get("min_group_n", 1)):
+                errors.append(_err(file, ("groups", g), f"method {data['method']} needs {needed!r}"))
+        counts = sum(c for _, c in group.get("distribution", []))
+        if "distribution" in group and counts != group["n"]:
+            errors.append(_err(file, ("groups", g, "distribution"), f"counts add up to {counts}, not n = {group['n']}"))
+    return errors
+
+
+def one_active_norm(files: list[LoadedFile]) -> list[DeclarationError]:
+    """At most one active norm set per instrument scale."""
+    active: dict[tuple[str, str], str] = {}
+    errors = []
+    for file in files:
+        if file.data["status"] != "active":
+            continue
+        key = (file.data["instrument"], file.data["scale"])
+        if key in active:
+            message = f"{key[0]}.{key[1]} already has an active norm set in {active[key]}"
+            errors.append(_err(file, ("status",), message))
+        active.setdefault(key, file.display)
     return errors
