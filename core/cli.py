@@ -169,6 +169,56 @@ def score(instrument_id: str, file: Path, profile_id: str) -> None:
         click.echo(f"{len(answer_file.rows)} scored, {answer_file.blank_rows} blank rows skipped", err=True)
 
 
+@main.group()
+def norms() -> None:
+    """Build norm sets from the city's own stored scores."""
+
+
+@norms.command("build")
+@click.argument("instrument_id")
+@click.option("--scale", "scale_id", default="total", show_default=True)
+@click.option("--wave", required=True, help="Label of the screening wave, e.g. 2025秋.")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="Only responses submitted on or after this date.")
+@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="Only responses submitted before this date.")
+@click.option("--method", type=click.Choice(["normalized_t", "linear_t"]), default="normalized_t", show_default=True)
+@click.option("--min-group-n", default=200, show_default=True, help="Smaller groups fall back to broader ones.")
+@click.option("--population", help="Who the norms describe (default: the database's schools).")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), help="YAML file (default stdout).")
+@click.option("--database", help="Database URL.")
+def norms_build(
+    instrument_id, scale_id, wave, since, until, method, min_group_n, population, out_file, database
+) -> None:
+    """Compute a draft norm set (grade × gender groups) and write it as YAML for review.
+
+    Activate it by copying it to norms/ and setting status: active; every
+    score computed afterwards stamps its id and version.
+    """
+    import yaml
+
+    from xinshu.norm_source import stored_scores
+    from xinshu.norms import build_norm_data
+
+    services = _services(DATABASE_URL=database)
+    with _reporting(), services.db.sessionmaker() as session:
+        rows = stored_scores(session, services.declarations, instrument_id, scale_id, since, until)
+        data = build_norm_data(
+            rows, instrument_id, scale_id, method=method, norm_id=f"{instrument_id}-{scale_id}-{_slug(wave)}",
+            version=wave, population=population or f"students in {services.db.url}", wave=wave,
+            min_group_n=min_group_n,
+        )  # fmt: skip
+    text = yaml.safe_dump(data, allow_unicode=True, sort_keys=False, default_flow_style=None, width=120)
+    if out_file:
+        out_file.write_text(text, "utf-8")
+        click.echo(f"wrote {out_file}: n = {len(rows)}, {len(data['groups'])} groups (status: draft)", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+def _slug(text: str) -> str:
+    ascii_part = "".join(ch if ch.isascii() and ch.isalnum() else "-" for ch in text).strip("-").lower()
+    return ascii_part or "wave"
+
+
 @main.command()
 @click.option("--database", help="Database URL.")
 def dispatch(database: str | None) -> None:
