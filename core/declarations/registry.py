@@ -18,6 +18,7 @@ loads cleanly, so a bad edit never replaces the active declarations.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -144,7 +145,8 @@ def _build(loaded, scorers, channels, digest, errors) -> Declarations | None:
     instruments = {}
     for file in by_kind["instrument"]:
         errors.extend(semantics.check_instrument(file, scorers))
-        instruments[file.data["id"]] = build_instrument(file.data, _sha(file), file.display)
+        data = with_local_text(file, errors)
+        instruments[file.data["id"]] = build_instrument(data, _sha(file), file.display)
     errors.extend(semantics.unique_ids(by_kind["instrument"], "instrument"))
     if len(by_kind["levels"]) != 1:
         where = ", ".join(f.display for f in by_kind["levels"]) or "rules/levels.yaml"
@@ -175,6 +177,44 @@ def _build(loaded, scorers, channels, digest, errors) -> Declarations | None:
     errors.extend(semantics.one_active_norm(by_kind["norm_set"]))
     files = tuple(f.display for f, _ in loaded)
     return Declarations(instruments, levels, rulesets, templates, profiles, norms, digest, files)
+
+
+LOCAL_TEXT_SCHEMA = {
+    "type": "object",
+    "description": "item id -> {zh, en}: item text supplied by a licence holder",
+    "additionalProperties": {"$ref": "urn:xinshu:common#/$defs/text"},
+}
+
+
+def with_local_text(file: LoadedFile, errors: list[DeclarationError]) -> dict:
+    """Instrument data with item text from its ``text_file`` when the licence
+    holder has put that file next to it (``text_source: local_file``).
+
+    The text file is not part of the repository; without it the instrument
+    is scored from its structure alone. Its errors are reported like any
+    declaration's.
+    """
+    data = file.data
+    if data.get("text_source") != "local_file" or not data.get("text_file"):
+        return data
+    path = file.path.parent / data["text_file"]
+    if not path.is_file():
+        return data
+    display = os.path.normpath(Path(file.display).parent / data["text_file"])
+    text, text_errors = read_declaration(path, display)
+    if text is not None:
+        text_errors = validate_data(text.data, LOCAL_TEXT_SCHEMA, text)
+        known = {item["id"] for item in data["items"]}
+        text_errors += [
+            DeclarationError(display, text.line_of((key,)), key, f"no item {key!r} in {data['id']}")
+            for key in text.data or {}
+            if key not in known
+        ]
+    errors.extend(text_errors)
+    if text_errors or text is None:
+        return data
+    items = [item | ({"text": text.data[item["id"]]} if item["id"] in text.data else {}) for item in data["items"]]
+    return data | {"items": items}
 
 
 def _sha(file: LoadedFile) -> str:
