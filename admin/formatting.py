@@ -15,6 +15,8 @@ from flask import current_app
 from flask_admin.contrib.sqla.typefmt import DEFAULT_FORMATTERS
 from markupsafe import Markup
 
+from xinshu.norms import t_display
+
 CHINA_TZ = dt.timezone(dt.timedelta(hours=8), "Asia/Shanghai")  # no DST since 1991
 
 ROLE_LABELS = {
@@ -145,7 +147,12 @@ def fmt_scores(view, context, model, name) -> Markup:
     for score in sorted(model.scores, key=lambda s: s.scale):
         raw = "—" if score.raw_score is None else f"{score.raw_score:g}"
         band = score.band or ("无效" if not score.valid else "—")
-        parts.append(Markup("<span class='text-nowrap'>{}={}/{}</span>").format(score.scale, raw, band))
+        norm = ""
+        if score.t_score is not None:
+            norm = f" T={t_display(score.t_score)}"
+        if score.percentile is not None:
+            norm += f" PR={score.percentile:.0f}"
+        parts.append(Markup("<span class='text-nowrap'>{}={}/{}{}</span>").format(score.scale, raw, band, norm))
     return Markup("; ").join(parts)
 
 
