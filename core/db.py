@@ -13,11 +13,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from alembic import command
+from alembic.config import Config as AlembicConfig
 from sqlalchemy import create_engine, event, make_url
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
-from xinshu.models import Base
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -47,9 +49,23 @@ class Database:
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
         self.session = scoped_session(self.sessionmaker)
 
+    def alembic_config(self) -> AlembicConfig:
+        """Alembic configuration for this database (scripts in ``xinshu/migrations``)."""
+        config = AlembicConfig()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
+        return config
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Bring the schema to ``revision`` with the Alembic migrations."""
+        config = self.alembic_config()
+        with self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+
     def create_all(self) -> None:
-        """Create every table that does not exist yet."""
-        Base.metadata.create_all(self.engine)
+        """Create or upgrade the schema (an alias of :meth:`upgrade`, kept for callers)."""
+        self.upgrade()
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

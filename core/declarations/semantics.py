@@ -107,7 +107,8 @@ def _check_bands(file, path, scale, items) -> list[DeclarationError]:
     for b in range(1, len(ranges)):
         if ranges[b]["min"] != ranges[b - 1]["max"] + 1:
             errors.append(_err(file, (*path, "bands", "ranges", b, "min"), "leaves a gap after the previous band"))
-    low, high = sum(min(v) for v in values), sum(max(v) for v in values)
+    factor = scale.get("options", {}).get("multiply", 1)
+    low, high = factor * sum(min(v) for v in values), factor * sum(max(v) for v in values)
     if ranges[0]["min"] > low or ranges[-1]["max"] < high:
         errors.append(_err(file, (*path, "bands", "ranges"), f"bands must cover the score range {low:g}–{high:g}"))
     return errors

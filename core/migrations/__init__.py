@@ -1,0 +1,1 @@
+"""Alembic migrations for the xinshu schema (``xinshu.db.Database.upgrade``)."""
