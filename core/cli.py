@@ -184,9 +184,10 @@ def norms() -> None:
 @click.option("--min-group-n", default=200, show_default=True, help="Smaller groups fall back to broader ones.")
 @click.option("--population", help="Who the norms describe (default: the database's schools).")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), help="YAML file (default stdout).")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), help="Declaration root (default: project).")
 @click.option("--database", help="Database URL.")
 def norms_build(
-    instrument_id, scale_id, wave, since, until, method, min_group_n, population, out_file, database
+    instrument_id, scale_id, wave, since, until, method, min_group_n, population, out_file, root, database
 ) -> None:
     """Compute a draft norm set (grade × gender groups) and write it as YAML for review.
 
@@ -198,7 +199,7 @@ def norms_build(
     from xinshu.norm_source import stored_scores
     from xinshu.norms import build_norm_data
 
-    services = _services(DATABASE_URL=database)
+    services = _services(DATABASE_URL=database, DECLARATION_ROOT=root)
     with _reporting(), services.db.sessionmaker() as session:
         rows = stored_scores(session, services.declarations, instrument_id, scale_id, since, until)
         data = build_norm_data(

@@ -58,7 +58,8 @@ def t_display(t: float | None) -> str:
     """T as reported: rounded to an integer, ``>80`` above 80, empty for None."""
     if t is None:
         return ""
-    return ">80" if t > 80 else str(math.floor(t + 0.5))
+    shown = math.floor(t + 0.5)
+    return ">80" if shown > 80 else str(shown)
 
 
 @dataclass(frozen=True)
@@ -106,9 +107,13 @@ class NormSet:
         """The most specific usable group: grade×gender, grade, gender, all."""
         for want_grade, want_gender in ((grade, gender), (grade, None), (None, gender), (None, None)):
             for group in self.groups:
-                if (group.grade, group.gender) == (want_grade, want_gender) and group.n >= self.min_group_n:
+                if (group.grade, group.gender) == (want_grade, want_gender) and self._usable(group):
                     return group
         return None
+
+    def _usable(self, group: NormGroup) -> bool:
+        """Large enough, and with an SD when the method needs one (an SD of 0 gives no T)."""
+        return group.n >= self.min_group_n and (self.method != "linear_t" or bool(group.sd))
 
     def convert(self, raw: float | None, grade: int | None, gender: str | None) -> NormScore | None:
         """T and percentile rank of ``raw`` for a student of ``grade`` and ``gender``."""

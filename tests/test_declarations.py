@@ -162,3 +162,14 @@ def test_check_command_passes_on_the_project():
     result = CliRunner().invoke(main, ["check"])
     assert result.exit_code == 0, result.output
     assert re.match(r"ok: \d+ files, \d+ instruments, \d+ alert rulesets", result.stdout)
+
+
+def test_rules_may_not_warn_on_a_validity_scale(root, registry):
+    path = root / "rules" / "alerts" / "mht_lie.yaml"
+    path.write_text(
+        "kind: alert_rules\nid: mht-lie\nversion: '1'\ninstrument: mht\nrules:\n"
+        "  - id: mht.lie\n    level: 1\n    when: {scale: lie, gte: 2}\n    explain: {zh: 测谎}\n",
+        "utf-8",
+    )
+    message = "'lie' is a validity scale of mht; it routes to re-test and never warns"
+    assert _errors(root, registry) == [f"rules/alerts/mht_lie.yaml:8: rules[0].when: {message}"]

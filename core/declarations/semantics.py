@@ -149,6 +149,8 @@ def _reference_problem(instrument: Instrument, kind: str, name: str) -> str | No
     scales = {s.id for s in instrument.scales}
     if kind in ("scale", "band") and name not in scales:
         return f"{instrument.id} has no scale {name!r}"
+    if kind in ("scale", "band") and instrument.scale(name).role == "validity":
+        return f"{name!r} is a validity scale of {instrument.id}; it routes to re-test and never warns"
     if kind == "item" and name not in instrument.item_ids:
         return f"{instrument.id} has no item {name!r}"
     if kind in ("critical", "critical_missing") and name not in {c.item for c in instrument.critical_items}:
@@ -217,7 +219,7 @@ def check_profile(file: LoadedFile, instruments: Mapping[str, Instrument]) -> li
     return errors
 
 
-NORM_NEEDS = {"linear_t": ("mean", "sd"), "normalized_t": ("distribution",), "lookup": ("table",)}
+NORM_NEEDS = {"linear_t": ("mean",), "normalized_t": ("distribution",), "lookup": ("table",)}
 
 
 def check_norm_set(file: LoadedFile, instruments: Mapping[str, Instrument]) -> list[DeclarationError]:
@@ -235,7 +237,7 @@ def check_norm_set(file: LoadedFile, instruments: Mapping[str, Instrument]) -> l
             errors.append(_err(file, ("groups", g), "another group has the same grade, gender and region"))
         seen.add(key)
         for needed in NORM_NEEDS[data["method"]]:
-            if needed not in group and (needed != "sd" or group.get("n", 0) >= data.get("min_group_n", 1)):
+            if needed not in group:
                 errors.append(_err(file, ("groups", g), f"method {data['method']} needs {needed!r}"))
         counts = sum(c for _, c in group.get("distribution", []))
         if "distribution" in group and counts != group["n"]:
