@@ -87,7 +87,8 @@ def record_response(
     result = score_response(instrument, answers, services.scorers(), seconds)
     norms = {s.id: n for s in instrument.scales if (n := decls.active_norm(instrument.id, s.id)) is not None}
     if norms:
-        result = result.with_norms(norms, student.grade_level, student.gender)
+        district = student.school.parent
+        result = result.with_norms(norms, student.grade_level, student.gender, district.code if district else None)
     response = Response(
         student=student,
         instrument_id=instrument_id,

@@ -77,7 +77,8 @@ class NormGroup:
 
     @property
     def key(self) -> str:
-        return f"grade={self.grade or '*'},gender={self.gender or '*'}"
+        region = f",region={self.region}" if self.region else ""
+        return f"grade={self.grade or '*'},gender={self.gender or '*'}{region}"
 
 
 @dataclass(frozen=True)
@@ -103,21 +104,27 @@ class NormSet:
     groups: tuple[NormGroup, ...]
     min_group_n: int = 1
 
-    def group_for(self, grade: int | None, gender: str | None) -> NormGroup | None:
-        """The most specific usable group: grade×gender, grade, gender, all."""
+    def group_for(self, grade: int | None, gender: str | None, region: str | None = None) -> NormGroup | None:
+        """The most specific usable group: grade×gender, grade, gender, all;
+        at each step a group of the student's ``region`` before a region-less one."""
+        regions = (region, None) if region else (None,)
         for want_grade, want_gender in ((grade, gender), (grade, None), (None, gender), (None, None)):
-            for group in self.groups:
-                if (group.grade, group.gender) == (want_grade, want_gender) and self._usable(group):
-                    return group
+            for want_region in regions:
+                for group in self.groups:
+                    key = (group.grade, group.gender, group.region)
+                    if key == (want_grade, want_gender, want_region) and self._usable(group):
+                        return group
         return None
 
     def _usable(self, group: NormGroup) -> bool:
         """Large enough, and with an SD when the method needs one (an SD of 0 gives no T)."""
         return group.n >= self.min_group_n and (self.method != "linear_t" or bool(group.sd))
 
-    def convert(self, raw: float | None, grade: int | None, gender: str | None) -> NormScore | None:
-        """T and percentile rank of ``raw`` for a student of ``grade`` and ``gender``."""
-        group = self.group_for(grade, gender)
+    def convert(
+        self, raw: float | None, grade: int | None, gender: str | None, region: str | None = None
+    ) -> NormScore | None:
+        """T and percentile rank of ``raw`` for a student of ``grade``, ``gender`` (and ``region``)."""
+        group = self.group_for(grade, gender, region)
         if raw is None or group is None:
             return None
         if self.method == "lookup":

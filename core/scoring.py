@@ -99,13 +99,16 @@ class ScoreResult:
         s = self.scales.get(scale_id)
         return s.band if s else None
 
-    def with_norms(self, norms: Mapping[str, Any], grade: int | None, gender: str | None) -> ScoreResult:
+    def with_norms(
+        self, norms: Mapping[str, Any], grade: int | None, gender: str | None, region: str | None = None
+    ) -> ScoreResult:
         """A copy with T scores and percentile ranks from ``norms`` (scale id ->
-        :class:`xinshu.norms.NormSet`) for a student of ``grade`` and ``gender``."""
+        :class:`xinshu.norms.NormSet`) for a student of ``grade``, ``gender`` and ``region``
+        (the code of the student's district)."""
         scales = dict(self.scales)
         for scale_id, norm in norms.items():
             current = scales.get(scale_id)
-            placed = norm.convert(current.raw, grade, gender) if current else None
+            placed = norm.convert(current.raw, grade, gender, region) if current else None
             if placed is not None:
                 scales[scale_id] = replace(
                     current, t=placed.t, percentile=placed.percentile, norm_set=norm.id, norm_version=norm.version

@@ -342,3 +342,12 @@ def test_linear_t_skips_a_group_without_sd():
     norm = NormSet("n", "1", "x", "total", "linear_t", "active", {}, (one, grade), 1)
     assert norm.group_for(7, "F") is grade
     assert norm.convert(4.0, 7, "F").t == 60.0  # 50 + 10 * (4 - 2) / 2
+
+
+def test_a_region_group_comes_before_the_citywide_one():
+    city = NormGroup(100, 7, None, mean=2.0, sd=2.0)
+    district = NormGroup(100, 7, None, region="D01", mean=4.0, sd=2.0)
+    norm = NormSet("n", "1", "x", "total", "linear_t", "active", {}, (city, district), 1)
+    assert norm.group_for(7, "F", "D01") is district
+    assert norm.group_for(7, "F", "D02") is city and norm.group_for(7, "F") is city
+    assert norm.convert(4.0, 7, "M", "D01").t == 50.0 and norm.convert(4.0, 7, "M").t == 60.0
