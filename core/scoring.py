@@ -38,20 +38,38 @@ class Scorer:
     ``description``, and ``options_schema``, a JSON Schema for the scale's
     ``options`` mapping (validated like a built-in method's).
 
-    :meth:`score` gets ``values``, a ``float64`` array of shape
-    ``(n_responses, n_scale_items)`` in scale order, already reverse-keyed,
-    ``NaN`` for missing answers, and returns the raw scores, shape
-    ``(n_responses,)``. Rows that fail the missing-data rule are discarded by
-    the engine afterwards, so the method need not check it. Vectorise: do not
-    loop over rows.
+    :meth:`score` gets a :class:`ScaleInput` for ``n`` responses and returns
+    the raw scores, shape ``(n,)``. Rows that fail the missing-data rule are
+    discarded by the engine afterwards, so the method need not check it.
+    Vectorise: do not loop over rows.
     """
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
     options_schema: ClassVar[dict] = {"type": "object", "additionalProperties": False}
 
-    def score(self, values: np.ndarray, scale: Scale) -> np.ndarray:  # pragma: no cover
+    def score(self, data: ScaleInput, scale: Scale) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
+
+
+class ScaleInput:
+    """One scale's answers for ``n`` responses, as a scorer sees them.
+
+    ``total`` (sum of the answered, reverse-keyed values) and ``answered``
+    (count of answered items), both shape ``(n,)``, are computed for every
+    scale at once with one matrix product; ``values``, the ``(n, k)`` slice in
+    scale order with ``NaN`` for missing answers, is only built when a scorer
+    asks for it.
+    """
+
+    def __init__(self, keyed: np.ndarray, columns: list[int], total: np.ndarray, answered: np.ndarray):
+        self._keyed, self._columns = keyed, columns
+        self.total, self.answered = total, answered
+        self.n_items = len(columns)
+
+    @property
+    def values(self) -> np.ndarray:
+        return self._keyed[:, self._columns]
 
 
 @dataclass(frozen=True)
@@ -203,13 +221,18 @@ def score_matrix(
     keyed = _reverse_keyed(instrument, answers)
     columns = {item_id: j for j, item_id in enumerate(instrument.item_ids)}
     present = ~np.isnan(answers)
+    membership = np.zeros((len(columns), len(instrument.scales)))
+    for s, scale in enumerate(instrument.scales):
+        membership[[columns[i] for i in scale.items], s] = 1.0
+    totals = np.where(present, keyed, 0.0) @ membership  # every scale's sum in one BLAS call
+    counts = present.astype(np.float64) @ membership
     raw, answered, valid, band = {}, {}, {}, {}
-    for scale in instrument.scales:
-        index = [columns[i] for i in scale.items]
-        count = present[:, index].sum(axis=1)
+    for s, scale in enumerate(instrument.scales):
+        count = counts[:, s].astype(np.int64)
+        data = ScaleInput(keyed, [columns[i] for i in scale.items], totals[:, s], count)
         ok = count >= scale.missing.min_answered
         with np.errstate(invalid="ignore", divide="ignore"):
-            values = np.asarray(scorers[scale.method].score(keyed[:, index], scale), dtype=float)
+            values = np.asarray(scorers[scale.method].score(data, scale), dtype=float)
         raw[scale.id] = np.where(ok, values, np.nan)
         answered[scale.id], valid[scale.id] = count, ok
         band[scale.id] = band_index(scale, raw[scale.id])

@@ -12,7 +12,7 @@ import numpy as np
 
 from xinshu import hookimpl
 from xinshu.instruments import Scale
-from xinshu.scoring import Scorer
+from xinshu.scoring import ScaleInput, Scorer
 
 
 def round_half_up(values: np.ndarray) -> np.ndarray:
@@ -36,12 +36,11 @@ class SumScorer(Scorer):
         "properties": {"multiply": {"type": "number", "exclusiveMinimum": 0}},
     }
 
-    def score(self, values: np.ndarray, scale: Scale) -> np.ndarray:
-        total = np.nansum(values, axis=1)
+    def score(self, data: ScaleInput, scale: Scale) -> np.ndarray:
+        total = data.total
         if scale.missing.prorate == "mean_times_n":
-            answered = (~np.isnan(values)).sum(axis=1)
-            incomplete = answered < values.shape[1]
-            total = np.where(incomplete, round_half_up(total / answered * values.shape[1]), total)
+            prorated = round_half_up(total / data.answered * data.n_items)
+            total = np.where(data.answered < data.n_items, prorated, total)
         return total * scale.options.get("multiply", 1)
 
 
@@ -51,8 +50,8 @@ class MeanScorer(Scorer):
     name = "mean"
     description = "mean of answered item values"
 
-    def score(self, values: np.ndarray, scale: Scale) -> np.ndarray:
-        return np.nanmean(values, axis=1)
+    def score(self, data: ScaleInput, scale: Scale) -> np.ndarray:
+        return data.total / data.answered
 
 
 class CountAtOrAboveScorer(Scorer):
@@ -68,8 +67,8 @@ class CountAtOrAboveScorer(Scorer):
         "properties": {"threshold": {"type": "number"}},
     }
 
-    def score(self, values: np.ndarray, scale: Scale) -> np.ndarray:
-        return (values >= scale.options["threshold"]).sum(axis=1).astype(float)
+    def score(self, data: ScaleInput, scale: Scale) -> np.ndarray:
+        return (data.values >= scale.options["threshold"]).sum(axis=1).astype(float)
 
 
 @hookimpl

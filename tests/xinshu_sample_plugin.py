@@ -29,7 +29,7 @@ import numpy as np
 from xinshu import hookimpl
 from xinshu.channels import Channel, ChannelContext, Delivery
 from xinshu.instruments import Scale
-from xinshu.scoring import Scorer
+from xinshu.scoring import ScaleInput, Scorer
 
 DECLARATIONS = Path(__file__).resolve().parent / "sample_declarations"
 ADMIN_ENDPOINT = "sample_plugin"
@@ -91,8 +91,8 @@ class CountAtLeastScorer(Scorer):
         "properties": {"threshold": {"type": "integer"}},
     }
 
-    def score(self, values: np.ndarray, scale: Scale) -> np.ndarray:
-        return (values >= scale.options["threshold"]).sum(axis=1).astype(float)
+    def score(self, data: ScaleInput, scale: Scale) -> np.ndarray:
+        return (data.values >= scale.options["threshold"]).sum(axis=1).astype(float)
 
 
 class MemoChannel(Channel):
