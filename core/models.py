@@ -357,3 +357,76 @@ class InboxMessage(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     read_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     org_unit: Mapped[OrgUnit] = relationship()
+
+
+class StudentReport(Base):
+    """A class teacher's quick report (班主任快速上报) or a parent's report
+    entered by school staff (``source`` ``teacher`` / ``parent``).
+
+    ``categories`` (a list of report category ids) feed the alert rules while
+    ``status`` is ``open``. ``note`` is free text, shown only to roles allowed
+    to read case details.
+    """
+
+    __tablename__ = "student_report"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    student_id: Mapped[int] = mapped_column(ForeignKey("student.id"), index=True)
+    source: Mapped[str] = mapped_column(String(16))
+    categories: Mapped[list[Any]] = mapped_column(JSON)
+    note: Mapped[str] = mapped_column(Text, default="")
+    reported_by: Mapped[str] = mapped_column(String(80))
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    student: Mapped[Student] = relationship()
+
+
+class LevelJudgement(Base):
+    """A person's decision on a student's level: ``confirm`` it after the
+    interview (调研访谈), ``adjust`` it, or ``override`` it — always with a reason.
+
+    The latest judgement is the floor below which rules never lower the level.
+    """
+
+    __tablename__ = "level_judgement"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    student_id: Mapped[int] = mapped_column(ForeignKey("student.id"), index=True)
+    warning_id: Mapped[int | None] = mapped_column(ForeignKey("warning.id"))
+    level: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(80))
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class LevelChange(Base):
+    """The level history of a warning episode: every rise, lowering and judgement."""
+
+    __tablename__ = "level_change"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    warning_id: Mapped[int] = mapped_column(ForeignKey("warning.id"), index=True)
+    from_level: Mapped[int | None] = mapped_column(Integer)
+    to_level: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(16))  # rules / person
+    rule_id: Mapped[str | None] = mapped_column(String(100))
+    ruleset_version: Mapped[str | None] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    actor: Mapped[str] = mapped_column(String(80), default="system")
+    inputs: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class RulesetActivation(Base):
+    """A record of alert rules put into force: who, when, why, what changed.
+
+    ``files`` maps each alert-rule file to its SHA-256; ``backtest`` holds the
+    replay summary shown before activation.
+    """
+
+    __tablename__ = "ruleset_activation"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    files: Mapped[dict[str, Any]] = mapped_column(JSON)
+    activated_by: Mapped[str] = mapped_column(String(80))
+    reason: Mapped[str] = mapped_column(Text)
+    backtest: Mapped[dict[str, Any]] = mapped_column(JSON)
+    activated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

@@ -1,34 +1,52 @@
 """Alert rules: structured YAML conditions → warning level, with explain-why.
 
-A condition is a mapping, never code (no ``eval``):
+A condition is a mapping, never code (no ``eval``). Leaves (a comparison is
+any of ``gte``, ``gt``, ``lte``, ``lt``, ``eq``; all given must hold):
 
-* ``{scale: total, gte: 15}`` (also ``gt``, ``lte``, ``lt``, ``eq``; all given
-  comparisons must hold) — compares a scale's raw score; an invalid scale
-  (too many missing answers) never matches;
-* ``{item: phq9_9, gte: 1}`` — compares one item's value as answered;
-* ``{band: total, in: [severe]}`` — the scale's severity band;
-* ``{critical: phq9_9}`` — the instrument's critical-item flag fired;
-* ``{critical_missing: phq9_9}`` — that critical item was left unanswered;
-* ``{all: [...]}``, ``{any: [...]}``, ``{not: ...}``, ``{at_least: 2, of: [...]}``.
+* ``{scale: total, gte: 15}`` — raw score; ``{t: total, gte: 70}`` — T score;
+  ``{percentile: total, gte: 95}`` — percentile rank (active norm set);
+* ``{band: total, in: [severe]}`` — severity band;
+* ``{item: phq9_9, gte: 1}`` — one answer as given;
+* ``{critical: phq9_9}`` / ``{critical_missing: phq9_9}`` — critical item
+  endorsed / left unanswered; ``{validity: lie}`` — that validity indicator
+  fired (``validity: any`` — any did);
+* ``{change: total, worsened_by: 5}`` — raw score rose by at least 5 since the
+  previous response; ``{change: total, band_worsened_by: 1}`` — by a band;
+* ``{teacher_report: [self_harm_talk, …]}`` / ``{parent_report: […]}`` — an
+  open report in any of those categories;
+* ``{judgement: level, gte: 3}`` — the level a psychology teacher confirmed.
 
-Every rule that matches is kept with the exact input values it read; the
-warning level is the highest matching rule's level.
+Leaves about a scale or item use the ruleset's ``instrument`` unless they
+name one (``instrument: gad7``). Combinations: ``{all: […]}``, ``{any: […]}``,
+``{not: …}``, ``{at_least: 2, of: […]}``.
 
-An invalid protocol (a validity indicator fired) goes to re-test: only rules
-that read nothing but critical items (``critical`` / ``critical_missing``) are
-evaluated on it, so a critical answer always warns and a lie-scale or
-straight-lined protocol never warns on its scale scores.
+Rules are compiled once into numpy functions over a :class:`xinshu.facts.Facts`
+table, so a whole city is evaluated in one pass. Every rule that matches is
+kept with the exact values it read; the level is the highest matching level.
+
+An invalid protocol (a validity indicator fired) goes to re-test: a rule that
+reads an instrument's scores, bands, items or change requires that
+instrument's latest protocol to be valid, so only critical-item, validity
+and report rules fire on it.
 """
 
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from xinshu.facts import Facts, facts_from_rows, result_columns
 from xinshu.scoring import ScoreResult
 
 _COMPARE = {"gte": operator.ge, "gt": operator.gt, "lte": operator.le, "lt": operator.lt, "eq": operator.eq}
+#: Leaf kinds that read an instrument's scores (gated on a valid protocol).
+SCORE_KINDS = ("scale", "t", "percentile", "band", "item", "change")
+INSTRUMENT_KINDS = (*SCORE_KINDS, "critical", "critical_missing", "validity")
+REPORT_KINDS = ("teacher_report", "parent_report", "judgement")
 
 
 @dataclass(frozen=True)
@@ -44,12 +62,13 @@ class Rule:
 
 @dataclass(frozen=True)
 class RuleSet:
-    """The alert rules for one instrument (``rules/alerts/<id>.yaml``)."""
+    """A file of alert rules (``rules/alerts/<id>.yaml``); ``instrument`` is the
+    default for scale and item leaves (None for report-only rulesets)."""
 
     id: str
     version: str
     digest: str
-    instrument: str
+    instrument: str | None
     rules: tuple[Rule, ...]
     file: str = ""
 
@@ -61,85 +80,190 @@ class FiredRule:
     rule_id: str
     level: int
     inputs: dict[str, Any]
+    ruleset: str = ""
 
 
 @dataclass(frozen=True)
 class Decision:
-    """Outcome of evaluating a ruleset on one score result.
-
-    ``level`` is None when no rule matched; ``rule_id`` is the highest-level
-    matching rule (the first in file order among equals).
-    """
+    """Outcome for one student: ``level`` None when no rule matched;
+    ``rule_id`` is the highest-level matching rule (first in order among equals)."""
 
     level: int | None
     rule_id: str | None
     fired: tuple[FiredRule, ...]
 
 
+@dataclass
+class _Compiled:
+    ruleset: RuleSet
+    rule: Rule
+    test: Callable[[Facts], np.ndarray]
+    keys: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Evaluation:
+    """Vectorised outcome: ``level`` (0 = none) per row and which rules fired."""
+
+    facts: Facts
+    compiled: list[_Compiled]
+    fired: np.ndarray  # (n, n_rules) bool
+    level: np.ndarray  # (n,) int
+
+    def decision(self, row: int) -> Decision:
+        """The :class:`Decision` of one row, with the values each fired rule read."""
+        fired = [
+            FiredRule(c.rule.id, c.rule.level, {k: self.facts.value(k, row) for k in c.keys}, c.ruleset.id)
+            for j, c in enumerate(self.compiled)
+            if self.fired[row, j]
+        ]
+        if not fired:
+            return Decision(None, None, ())
+        top = max(fired, key=lambda f: f.level)
+        return Decision(top.level, top.rule_id, tuple(fired))
+
+
+class Engine:
+    """Compiled rulesets, ready to evaluate :class:`Facts` tables."""
+
+    def __init__(self, rulesets: Sequence[RuleSet]):
+        self.rulesets = tuple(rulesets)
+        self.compiled = [_compile_rule(rs, rule) for rs in self.rulesets for rule in rs.rules]
+
+    def evaluate(self, facts: Facts) -> Evaluation:
+        """Evaluate every rule on every row."""
+        fired = np.zeros((facts.n, len(self.compiled)), dtype=bool)
+        for j, compiled in enumerate(self.compiled):
+            fired[:, j] = compiled.test(facts)
+        levels = np.array([c.rule.level for c in self.compiled], dtype=np.int64)
+        level = (fired * levels).max(axis=1) if self.compiled else np.zeros(facts.n, dtype=np.int64)
+        return Evaluation(facts, self.compiled, fired, level)
+
+
 def evaluate(ruleset: RuleSet, result: ScoreResult) -> Decision:
-    """Evaluate every rule of ``ruleset`` on ``result``."""
-    fired = []
-    for rule in ruleset.rules:
-        if not result.protocol_valid and not critical_only(rule.when):
-            continue
-        inputs: dict[str, Any] = {}
-        if matches(rule.when, result, inputs):
-            fired.append(FiredRule(rule.id, rule.level, inputs))
-    if not fired:
-        return Decision(None, None, ())
-    top = max(fired, key=lambda f: f.level)  # max() keeps the first among equals
-    return Decision(top.level, top.rule_id, tuple(fired))
+    """Evaluate one ruleset on one scored response (no reports, no history)."""
+    return Engine([ruleset]).evaluate(facts_for_result(result)).decision(0)
 
 
-def matches(cond: dict, result: ScoreResult, inputs: dict[str, Any]) -> bool:
-    """True if ``cond`` holds; records every value read into ``inputs``."""
+def facts_for_result(result: ScoreResult, bands: Mapping[str, list[str]] | None = None) -> Facts:
+    """A one-row table holding one scored response."""
+    return facts_from_rows([result_columns(result.instrument, result, bands or {})])
+
+
+def _compile_rule(ruleset: RuleSet, rule: Rule) -> _Compiled:
+    keys: list[str] = []
+    test = _compile(rule.when, ruleset.instrument, keys)
+    gated = sorted({k.split(":")[0] for kind, k in _leaf_keys(rule.when, ruleset.instrument) if kind in SCORE_KINDS})
+    if gated:
+        inner = test
+
+        def test(facts: Facts, inner=inner, gated=gated) -> np.ndarray:
+            mask = inner(facts)
+            for instrument in gated:
+                mask = mask & facts.flag(f"{instrument}:valid")
+            return mask
+
+    return _Compiled(ruleset, rule, test, list(dict.fromkeys(keys)))
+
+
+def _compile(cond: dict, instrument: str | None, keys: list[str]) -> Callable[[Facts], np.ndarray]:
     if "all" in cond:
-        return all([matches(c, result, inputs) for c in cond["all"]])  # noqa: C419 - evaluate all: explain-why
+        parts = [_compile(c, instrument, keys) for c in cond["all"]]
+        return lambda f: np.logical_and.reduce([p(f) for p in parts])
     if "any" in cond:
-        return any([matches(c, result, inputs) for c in cond["any"]])  # noqa: C419 - evaluate all: explain-why
+        parts = [_compile(c, instrument, keys) for c in cond["any"]]
+        return lambda f: np.logical_or.reduce([p(f) for p in parts])
     if "not" in cond:
-        return not matches(cond["not"], result, inputs)
+        part = _compile(cond["not"], instrument, keys)
+        return lambda f: ~part(f)
     if "at_least" in cond:
-        return sum(matches(c, result, inputs) for c in cond["of"]) >= cond["at_least"]
+        parts, k = [_compile(c, instrument, keys) for c in cond["of"]], cond["at_least"]
+        return lambda f: np.sum([p(f) for p in parts], axis=0) >= k
+    return _leaf(cond, cond.get("instrument", instrument), keys)
+
+
+def _leaf(cond: dict, inst: str | None, keys: list[str]) -> Callable[[Facts], np.ndarray]:
+    for kind, column in (("scale", "scale"), ("t", "t"), ("percentile", "pr"), ("item", "item")):
+        if kind in cond:
+            key = f"{inst}:{column}:{cond[kind]}"
+            keys.append(key)
+            return lambda f, key=key: _compare(f.number(key), cond)
+    if "band" in cond:
+        key, allowed = f"{inst}:band:{cond['band']}", list(cond["in"])
+        keys.append(key)
+        return lambda f: np.isin(f.text(key), allowed)
     for kind in ("critical", "critical_missing"):
         if kind in cond:
-            key = f"{kind}:{cond[kind]}"
-            inputs[key] = key in result.flags
-            return inputs[key]
-    if "band" in cond:
-        band = result.band(cond["band"])
-        inputs[f"band:{cond['band']}"] = band
-        return band in cond["in"]
-    if "scale" in cond:
-        value = result.scale_value(cond["scale"])
-        inputs[f"scale:{cond['scale']}"] = value
-        return _compare(value, cond)
-    value = result.items.get(cond["item"])
-    inputs[f"item:{cond['item']}"] = value
-    return _compare(value, cond)
-
-
-def _compare(value: float | None, cond: dict) -> bool:
-    if value is None:
-        return False
-    return all(fn(value, cond[op]) for op, fn in _COMPARE.items() if op in cond)
-
-
-def critical_only(cond: dict) -> bool:
-    """True when a condition reads critical-item flags and nothing else."""
-    refs = references(cond)
-    return bool(refs) and all(kind in ("critical", "critical_missing") for kind, _ in refs)
-
-
-def references(cond: dict) -> list[tuple[str, str]]:
-    """List ``(kind, name)`` pairs a condition refers to (for semantic checks)."""
-    refs: list[tuple[str, str]] = []
-    for key in ("all", "any", "of"):
-        for sub in cond.get(key, []):
-            refs.extend(references(sub))
-    if "not" in cond:
-        refs.extend(references(cond["not"]))
-    for kind in ("scale", "item", "band", "critical", "critical_missing"):
+            key = f"{inst}:flag:{kind}:{cond[kind]}"
+            keys.append(key)
+            return lambda f, key=key: f.flag(key).copy()
+    if "validity" in cond:
+        return _validity(cond["validity"], inst, keys)
+    if "change" in cond:
+        return _change(cond, inst, keys)
+    for kind, prefix in (("teacher_report", "teacher"), ("parent_report", "parent")):
         if kind in cond:
-            refs.append((kind, cond[kind]))
+            names = [f"{prefix}:{category}" for category in cond[kind]]
+            keys.extend(names)
+            return lambda f, names=names: np.logical_or.reduce([f.flag(k) for k in names])
+    key = "judgement:level"
+    keys.append(key)
+    return lambda f: _compare(f.number(key), cond)
+
+
+def _validity(name: str, inst: str | None, keys: list[str]) -> Callable[[Facts], np.ndarray]:
+    if name == "any":
+        key = f"{inst}:valid"
+        keys.append(key)
+        return lambda f: ~f.columns.get(key, np.ones(f.n, dtype=bool))
+    key = f"{inst}:flag:invalid:{name}"
+    keys.append(key)
+    return lambda f: f.flag(key).copy()
+
+
+def _change(cond: dict, inst: str | None, keys: list[str]) -> Callable[[Facts], np.ndarray]:
+    scale = cond["change"]
+    if "worsened_by" in cond:
+        now, before, step = f"{inst}:scale:{scale}", f"{inst}:prev:scale:{scale}", cond["worsened_by"]
+    else:
+        now, before, step = f"{inst}:bandindex:{scale}", f"{inst}:prev:bandindex:{scale}", cond["band_worsened_by"]
+    keys.extend([now, before])
+    return lambda f: np.nan_to_num(f.number(now) - f.number(before), nan=-np.inf) >= step
+
+
+def _compare(values: np.ndarray, cond: dict) -> np.ndarray:
+    mask = ~np.isnan(values)
+    with np.errstate(invalid="ignore"):
+        for op, fn in _COMPARE.items():
+            if op in cond:
+                mask &= fn(values, cond[op])
+    return mask
+
+
+def _leaf_keys(cond: dict, instrument: str | None) -> list[tuple[str, str]]:
+    """``(kind, "<instrument>:<name>")`` for every leaf that reads an instrument."""
+    found = []
+    for sub in (*cond.get("all", []), *cond.get("any", []), *cond.get("of", [])):
+        found.extend(_leaf_keys(sub, instrument))
+    if "not" in cond:
+        found.extend(_leaf_keys(cond["not"], instrument))
+    inst = cond.get("instrument", instrument)
+    for kind in INSTRUMENT_KINDS:
+        if kind in cond:
+            found.append((kind, f"{inst}:{cond[kind]}"))
+    return found
+
+
+def references(cond: dict, instrument: str | None = None) -> list[tuple[str, str, str | None]]:
+    """``(kind, name, instrument)`` for every leaf (for the semantic checks)."""
+    refs = []
+    for sub in (*cond.get("all", []), *cond.get("any", []), *cond.get("of", [])):
+        refs.extend(references(sub, instrument))
+    if "not" in cond:
+        refs.extend(references(cond["not"], instrument))
+    inst = cond.get("instrument", instrument)
+    for kind in (*INSTRUMENT_KINDS, "teacher_report", "parent_report"):
+        if kind in cond:
+            names = cond[kind] if isinstance(cond[kind], list) else [cond[kind]]
+            refs.extend((kind, name, inst) for name in names)
     return refs

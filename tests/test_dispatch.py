@@ -91,7 +91,7 @@ def test_email_delivered_retried_and_dead_lettered(mail_services):
     assert len(mailbox.messages) == 1
     recipients, content = mailbox.messages[0]
     assert recipients == ["psy@school.test"]
-    assert f"X-Xinshu-Key: warning-{warning_id}:email:psychology_teacher@" in content
+    assert f"X-Xinshu-Key: warning-{warning_id}-L3:email:psychology_teacher@" in content
     assert "张测试" not in content
     with services.db.sessionmaker() as session:
         dead = session.scalar(select(Notification).where(Notification.status == "dead"))

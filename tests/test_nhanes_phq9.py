@@ -90,7 +90,7 @@ def test_every_item9_respondent_gets_a_warning(shared_data, services, org, tmp_p
         levels = dict(session.execute(select(RiskWarning.level, func.count()).group_by(RiskWarning.level)).all())
         assert {lv: levels.get(lv, 0) for lv in (1, 2, 3, 4)} == expected["levels"]
         low_total = session.scalars(select(RiskWarning).join(Response).where(RiskWarning.rule_id == "phq9.item9")).all()
-        assert any(w.inputs[0]["inputs"] == {"critical:phq9_9": True} for w in low_total)
+        assert any(w.inputs[0]["inputs"] == {"phq9:flag:critical:phq9_9": True} for w in low_total)
     # importing the same file again adds nothing
     with services.db.transaction() as session:
         again = import_answers(session, services, dpq, "phq9", "nhanes_dpq")

@@ -151,7 +151,14 @@ def test_end_to_end_plugin_scorer_channel_and_observers(services: Services) -> N
             "sample4",
             "test.1",
         )
-        assert warning.inputs == [{"rule_id": "sample4.high_items", "level": 2, "inputs": {"scale:high_items": 3.0}}]
+        assert warning.inputs == [
+            {
+                "rule_id": "sample4.high_items",
+                "level": 2,
+                "inputs": {"sample4:scale:high_items": 3.0},
+                "ruleset": "sample4",
+            }
+        ]
 
         (case,) = session.scalars(select(Case)).all()
         assert (case.level, case.state, case.template_id) == (2, "warned", "level2-serious")
@@ -163,7 +170,7 @@ def test_end_to_end_plugin_scorer_channel_and_observers(services: Services) -> N
         assert session.scalar(select(InboxMessage.id).where(InboxMessage.role == "class_teacher")) is not None
         payload = rows[1].payload
 
-    expected_keys = [f"warning-1:memo:{role}@3" for role in MEMO_ROLES]
+    expected_keys = [f"warning-1-L2:memo:{role}@3" for role in MEMO_ROLES]
     assert [m.key for m in sample.memos] == expected_keys
     assert [(m.role, m.level) for m in sample.memos] == [(role, 2) for role in MEMO_ROLES]
     assert all(m.payload == payload for m in sample.memos)
@@ -236,7 +243,7 @@ def test_hook_register_channels(services: Services) -> None:
 
     # At least once: a crash after sending but before marking sent leaves the row
     # pending; the re-send carries the same key and the channel reports a duplicate.
-    key = "warning-1:memo:class_teacher@3"
+    key = "warning-1-L2:memo:class_teacher@3"
     with services.db.transaction() as session:
         row = session.scalar(select(Notification).where(Notification.idempotency_key == key))
         row.status = "pending"
@@ -335,7 +342,7 @@ def test_hook_notification_attempted(services: Services, monkeypatch: pytest.Mon
     # Success and failure alike reach the observer, in dispatch order.
     assert [(a.key, a.ok, a.detail) for a in sample.attempts] == [
         (
-            f"warning-1:{channel}:{role}@3",
+            f"warning-1-L2:{channel}:{role}@3",
             channel == "inbox",
             "stored" if channel == "inbox" else "RuntimeError: memo down",
         )

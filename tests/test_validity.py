@@ -191,7 +191,9 @@ def test_invalid_protocol_goes_to_retest_and_only_critical_items_warn(services: 
         outcome = record_response(session, services, valid, "psyval", answers(HIGH), {}, "test", seconds=60)
         assert outcome.response.status == "scored"
         assert (outcome.warning.level, outcome.warning.rule_id) == (2, "psyval.high_total")
-        assert outcome.warning.inputs == [{"rule_id": "psyval.high_total", "level": 2, "inputs": {"scale:total": 15.0}}]
+        assert outcome.warning.inputs == [
+            {"rule_id": "psyval.high_total", "level": 2, "inputs": {"psyval:scale:total": 15.0}, "ruleset": "psyval"}
+        ]
 
         # The same total with lie 3: re-test, and no warning from the total.
         outcome = record_response(session, services, liar, "psyval", answers(HIGH_LIE), {}, "test", seconds=60)
@@ -205,7 +207,14 @@ def test_invalid_protocol_goes_to_retest_and_only_critical_items_warn(services: 
         )
         assert outcome.response.status == "retest"
         assert (outcome.warning.level, outcome.warning.rule_id) == (3, "psyval.critical")
-        assert outcome.warning.inputs == [{"rule_id": "psyval.critical", "level": 3, "inputs": {"critical:pv_6": True}}]
+        assert outcome.warning.inputs == [
+            {
+                "rule_id": "psyval.critical",
+                "level": 3,
+                "inputs": {"psyval:flag:critical:pv_6": True},
+                "ruleset": "psyval",
+            }
+        ]
         assert outcome.case_opened is True
         assert set(outcome.result.flags) == {"critical:pv_6", "invalid:lie_high"}
 

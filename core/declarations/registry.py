@@ -224,7 +224,7 @@ def _sha(file: LoadedFile) -> str:
 def _ruleset(file: LoadedFile) -> RuleSet:
     data = file.data
     rules = tuple(Rule(r["id"], r["level"], r["when"], r["explain"], r.get("source", "")) for r in data["rules"])
-    return RuleSet(data["id"], data["version"], _sha(file), data["instrument"], rules, file.display)
+    return RuleSet(data["id"], data["version"], _sha(file), data.get("instrument"), rules, file.display)
 
 
 class DeclarationStore:

@@ -131,41 +131,50 @@ def check_levels(file: LoadedFile, channels: set[str]) -> list[DeclarationError]
 
 
 def check_alert_rules(file: LoadedFile, instruments: Mapping[str, Instrument]) -> list[DeclarationError]:
-    """The instrument exists and every scale, item, band and critical item named in it."""
-    instrument = instruments.get(file.data["instrument"])
-    if instrument is None:
-        return [_err(file, ("instrument",), f"no instrument {file.data['instrument']!r}")]
+    """Every instrument, scale, item, band, critical item and indicator named exists."""
+    default = file.data.get("instrument")
+    if default is not None and default not in instruments:
+        return [_err(file, ("instrument",), f"no instrument {default!r}")]
     errors = []
     for r, rule in enumerate(file.data["rules"]):
-        for kind, name in references(rule["when"]):
-            problem = _reference_problem(instrument, kind, name)
+        for kind, name, inst in references(rule["when"], default):
+            if kind in ("teacher_report", "parent_report"):
+                continue
+            problem = _reference_problem(instruments.get(inst) if inst else None, inst, kind, name)
             if problem:
                 errors.append(_err(file, ("rules", r, "when"), problem))
-        errors.extend(_band_names(file, ("rules", r, "when"), rule["when"], instrument))
+        errors.extend(_band_names(file, ("rules", r, "when"), rule["when"], instruments, default))
     return errors
 
 
-def _reference_problem(instrument: Instrument, kind: str, name: str) -> str | None:
+def _reference_problem(instrument: Instrument | None, inst: str | None, kind: str, name: str) -> str | None:
+    if inst is None:
+        return f"{kind} {name!r} needs an instrument (set it on the ruleset or the condition)"
+    if instrument is None:
+        return f"no instrument {inst!r}"
     scales = {s.id for s in instrument.scales}
-    if kind in ("scale", "band") and name not in scales:
+    if kind in ("scale", "band", "t", "percentile", "change") and name not in scales:
         return f"{instrument.id} has no scale {name!r}"
-    if kind in ("scale", "band") and instrument.scale(name).role == "validity":
+    if kind in ("scale", "band", "t", "percentile", "change") and instrument.scale(name).role == "validity":
         return f"{name!r} is a validity scale of {instrument.id}; it routes to re-test and never warns"
     if kind == "item" and name not in instrument.item_ids:
         return f"{instrument.id} has no item {name!r}"
     if kind in ("critical", "critical_missing") and name not in {c.item for c in instrument.critical_items}:
         return f"{name!r} is not a critical item of {instrument.id}"
+    if kind == "validity" and name != "any" and name not in {v["id"] for v in instrument.validity}:
+        return f"{instrument.id} has no validity indicator {name!r}"
     return None
 
 
-def _band_names(file, path, cond, instrument) -> list[DeclarationError]:
+def _band_names(file, path, cond, instruments, default) -> list[DeclarationError]:
     errors = []
     for key in ("all", "any", "of"):
         for i, sub in enumerate(cond.get(key, [])):
-            errors.extend(_band_names(file, (*path, key, i), sub, instrument))
+            errors.extend(_band_names(file, (*path, key, i), sub, instruments, default))
     if "not" in cond:
-        errors.extend(_band_names(file, (*path, "not"), cond["not"], instrument))
-    if "band" in cond and cond["band"] in {s.id for s in instrument.scales}:
+        errors.extend(_band_names(file, (*path, "not"), cond["not"], instruments, default))
+    instrument = instruments.get(cond.get("instrument", default) or "")
+    if "band" in cond and instrument is not None and cond["band"] in {s.id for s in instrument.scales}:
         known = [b.id for b in instrument.scale(cond["band"]).bands]
         for i, band in enumerate(cond["in"]):
             if band not in known:
