@@ -75,15 +75,26 @@ def reevaluate(session: Session, services: Services, student: Student, response:
     return apply_decision(session, services, student, decision, response)
 
 
-def confirmed_level(session: Session, student_id: int) -> int | None:
-    """The level of the latest person's judgement, if any."""
+def latest_judgement(session: Session, student_id: int) -> LevelJudgement | None:
+    """The latest person's judgement on the student, if any."""
     stmt = (
-        select(LevelJudgement.level)
+        select(LevelJudgement)
         .where(LevelJudgement.student_id == student_id)
         .order_by(LevelJudgement.at.desc(), LevelJudgement.id.desc())
         .limit(1)
     )
     return session.scalar(stmt)
+
+
+def target_level(rule_level: int, judgement: LevelJudgement | None) -> int:
+    """The level an episode should have: the rules' level, except that after a
+    person's judgement it stays at the judged level unless the rules now say
+    more than they did when the person judged (and never goes below it)."""
+    if judgement is None:
+        return rule_level
+    if rule_level > judgement.rule_level:
+        return max(rule_level, judgement.level)
+    return judgement.level
 
 
 def open_episode(session: Session, student_id: int) -> RiskWarning | None:
@@ -97,7 +108,7 @@ def apply_decision(
     change = Change()
     if decision.level is None:
         return change
-    target = max(decision.level, confirmed_level(session, student.id) or 0)
+    target = target_level(decision.level, latest_judgement(session, student.id))
     episode = open_episode(session, student.id)
     inputs = [
         {"rule_id": f.rule_id, "level": f.level, "inputs": f.inputs, "ruleset": f.ruleset} for f in decision.fired

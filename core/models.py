@@ -384,7 +384,10 @@ class LevelJudgement(Base):
     """A person's decision on a student's level: ``confirm`` it after the
     interview (调研访谈), ``adjust`` it, or ``override`` it — always with a reason.
 
-    The latest judgement is the floor below which rules never lower the level.
+    The latest judgement sets the episode's level and is the floor below which
+    rules never lower it. ``rule_level`` is what the rules said at that moment:
+    rules raise the level again only when they later say more than that (the
+    student got worse since the person looked).
     """
 
     __tablename__ = "level_judgement"
@@ -392,6 +395,7 @@ class LevelJudgement(Base):
     student_id: Mapped[int] = mapped_column(ForeignKey("student.id"), index=True)
     warning_id: Mapped[int | None] = mapped_column(ForeignKey("warning.id"))
     level: Mapped[int] = mapped_column(Integer)
+    rule_level: Mapped[int] = mapped_column(Integer, default=0)
     kind: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(String(80))

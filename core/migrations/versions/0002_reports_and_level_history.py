@@ -1,4 +1,4 @@
-"""reports judgements level history activations
+"""reports and level history
 
 Revision ID: 0002
 Revises: 0001
@@ -76,6 +76,7 @@ def upgrade() -> None:
         sa.Column("student_id", sa.Integer(), nullable=False),
         sa.Column("warning_id", sa.Integer(), nullable=True),
         sa.Column("level", sa.Integer(), nullable=False),
+        sa.Column("rule_level", sa.Integer(), nullable=False),
         sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column("actor", sa.String(length=80), nullable=False),
