@@ -220,6 +220,103 @@ def _slug(text: str) -> str:
     return ascii_part or "wave"
 
 
+@main.group()
+def rules() -> None:
+    """Back-test and activate alert rules."""
+
+
+@rules.command("diff")
+@click.argument("candidate", type=click.Path(exists=True, path_type=Path))
+@click.option("--database", help="Database URL.")
+@click.option("--list", "show_list", is_flag=True, help="List every student whose level would change.")
+def rules_diff(candidate: Path, database: str | None, show_list: bool) -> None:
+    """Replay CANDIDATE (an alert-rule file or folder) on the stored data; print who would change."""
+    import shutil
+
+    from xinshu.backtest import backtest, candidate_declarations
+
+    services = _services(DATABASE_URL=database)
+    services.db.create_all()
+    with _reporting():
+        decls, root = candidate_declarations(services, candidate)
+        shutil.rmtree(root, ignore_errors=True)
+        with services.db.sessionmaker() as session:
+            result = backtest(session, services.declarations, decls).as_dict()
+    if not show_list:
+        result.pop("students_changed")
+    click.echo(json.dumps(result, ensure_ascii=False, indent=2))
+
+
+@rules.command("activate")
+@click.argument("candidate", type=click.Path(exists=True, path_type=Path))
+@click.option("--by", "actor", required=True, help="Who activates (recorded).")
+@click.option("--reason", required=True, help="Why (recorded).")
+@click.option("--database", help="Database URL.")
+def rules_activate(candidate: Path, actor: str, reason: str, database: str | None) -> None:
+    """Back-test CANDIDATE, put it into rules/alerts/ and record the activation."""
+    from xinshu.backtest import activate
+
+    services = _services(DATABASE_URL=database)
+    services.db.create_all()
+    with _reporting(), services.db.transaction() as session:
+        record, result = activate(session, services, candidate, actor, reason)
+        click.echo(
+            f"activated alert rules {record.digest[:12]} by {actor}: {len(result.changed)} students change level"
+        )
+
+
+@main.command()
+@click.argument("student_ref")
+@click.option("--source", type=click.Choice(["teacher", "parent"]), required=True)
+@click.option("--category", "categories", multiple=True, required=True, help="Repeat for several categories.")
+@click.option("--by", "reported_by", required=True, help="Who reports (or who entered a parent's report).")
+@click.option("--note", default="")
+@click.option("--database", help="Database URL.")
+def report(student_ref, source, categories, reported_by, note, database) -> None:
+    """Record a teacher's quick report or a parent's report about STUDENT_REF (学籍号 or student id)."""
+    from xinshu.judgements import add_report
+
+    services = _services(DATABASE_URL=database)
+    services.db.create_all()
+    with _reporting(), services.db.transaction() as session:
+        student = _student(session, student_ref)
+        _report, change = add_report(session, services, student, source, list(categories), reported_by, note)
+        level = change.warning.level if change.warning else None
+        click.echo(json.dumps({"report": _report.id, "warning_level": level, "opened": change.opened,
+                               "raised": change.raised}))  # fmt: skip
+
+
+@main.command()
+@click.argument("student_ref")
+@click.option("--level", type=click.IntRange(1, 4), required=True)
+@click.option("--kind", type=click.Choice(["confirm", "adjust", "override"]), required=True)
+@click.option("--reason", required=True)
+@click.option("--by", "actor", required=True)
+@click.option("--database", help="Database URL.")
+def judge(student_ref, level, kind, reason, actor, database) -> None:
+    """Confirm, adjust or override STUDENT_REF's warning level after the interview, with a reason."""
+    from xinshu.judgements import judge as record_judgement
+
+    services = _services(DATABASE_URL=database)
+    services.db.create_all()
+    with _reporting(), services.db.transaction() as session:
+        judgement = record_judgement(session, services, _student(session, student_ref), level, kind, reason, actor)
+        click.echo(f"recorded {kind} level {level} (rules said {judgement.rule_level or 'nothing'})")
+
+
+def _student(session, ref: str):
+    from sqlalchemy import select
+
+    from xinshu.models import Student
+
+    student = session.scalar(select(Student).where(Student.student_number == ref))
+    if student is None and ref.isdigit():
+        student = session.get(Student, int(ref))
+    if student is None:
+        raise XinshuError(f"no student with 学籍号 or id {ref!r}")
+    return student
+
+
 @main.command()
 @click.option("--database", help="Database URL.")
 def dispatch(database: str | None) -> None:
