@@ -14,7 +14,9 @@ from typing import Any
 from flask import current_app
 from flask_admin.contrib.sqla.typefmt import DEFAULT_FORMATTERS
 from markupsafe import Markup
+from sqlalchemy import select
 
+from xinshu.models import LevelChange
 from xinshu.norms import t_display
 
 CHINA_TZ = dt.timezone(dt.timedelta(hours=8), "Asia/Shanghai")  # no DST since 1991
@@ -41,6 +43,8 @@ CASE_STATE_LABELS = {
 WARNING_STATUS_LABELS = {"open": "未处理", "acknowledged": "已确认", "superseded": "已升级取代", "closed": "已关闭"}
 NOTIFICATION_STATUS_LABELS = {"pending": "待发送", "sent": "已发送", "dead": "无法送达"}
 GENDER_LABELS = {"M": "男", "F": "女"}
+JUDGEMENT_KIND_LABELS = {"confirm": "确认", "adjust": "调整", "override": "人工覆盖"}
+LEVEL_SOURCE_LABELS = {"rules": "规则", "person": "人工"}
 
 
 def choices(labels: dict[str, str]) -> list[tuple[str, str]]:
@@ -79,6 +83,16 @@ def level_badge(level: int | None) -> Markup:
     return Markup("<span class='badge' style='background-color: {}; color: #000'>{} {}</span>").format(
         definition.colour, level, definition.name.get("zh", definition.key)
     )
+
+
+def level_text(level: int | None) -> str:
+    """A level as plain text, e.g. ``3 严重`` (``—`` for none)."""
+    if level is None:
+        return "—"
+    try:
+        return f"{level} {current_services().declarations.levels.get(level).name.get('zh', '')}".strip()
+    except KeyError:
+        return str(level)
 
 
 def _rule_explain(rule_id: str) -> str:
@@ -187,6 +201,34 @@ def fmt_events(view, context, model, name) -> Markup:
         for event in model.events
     ]
     return _table(("时间", "原状态", "新状态", "操作人", "原因"), rows)
+
+
+def fmt_level_history(view, context, model, name) -> Markup:
+    """The warning's level history (:class:`~xinshu.models.LevelChange` rows), oldest first."""
+    stmt = select(LevelChange).where(LevelChange.warning_id == model.id).order_by(LevelChange.at, LevelChange.id)
+    rows = []
+    for change in view.session.scalars(stmt):
+        rule_id = change.rule_id or ""
+        if change.source == "person":
+            kind = rule_id.partition(":")[2]
+            who = f"{change.actor}（{JUDGEMENT_KIND_LABELS.get(kind, kind)}）" if kind else change.actor
+            reason = change.reason
+        else:
+            version = f" {change.ruleset_version}" if change.ruleset_version else ""
+            who = f"{rule_id}{version}"
+            reason = change.reason or _rule_explain(rule_id)
+        rows.append(
+            (
+                local_time(change.at),
+                f"{level_text(change.from_level)} → {level_text(change.to_level)}",
+                LEVEL_SOURCE_LABELS.get(change.source, change.source),
+                who,
+                reason,
+            )
+        )
+    if not rows:
+        return Markup("<span class='text-muted'>无</span>")
+    return _table(("时间", "等级变化", "来源", "规则/操作人", "原因"), rows)
 
 
 def fmt_roles(view, context, model, name) -> str:

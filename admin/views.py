@@ -19,21 +19,30 @@ shown.
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import shutil
+import tempfile
 import warnings
+from pathlib import Path
 from typing import Any, ClassVar
 
-from flask import abort, redirect, request, url_for
+from flask import abort, flash, redirect, request, url_for
 from flask_admin import AdminIndexView, BaseView, expose
 from flask_admin.contrib.sqla import ModelView
 from flask_admin.form import SecureForm
 from flask_login import current_user
+from flask_wtf import FlaskForm
 from flask_wtf.csrf import generate_csrf, validate_csrf
 from sqlalchemy import false, func, select
+from wtforms import HiddenField, RadioField, SelectField, StringField, SubmitField, TextAreaField
 from wtforms.csrf.core import CSRF
+from wtforms.validators import DataRequired, Length, Regexp
 
 from xinshu.admin.formatting import (
     CASE_STATE_LABELS,
     GENDER_LABELS,
+    JUDGEMENT_KIND_LABELS,
     NOTIFICATION_STATUS_LABELS,
     ORG_KIND_LABELS,
     ROLE_LABELS,
@@ -45,26 +54,37 @@ from xinshu.admin.formatting import (
     fmt_events,
     fmt_inputs,
     fmt_level,
+    fmt_level_history,
     fmt_link,
     fmt_role,
     fmt_roles,
     fmt_scores,
     fmt_tasks,
     level_badge,
+    level_text,
     local_time,
 )
+from xinshu.backtest import activate, backtest, candidate_declarations
+from xinshu.errors import DeclarationsInvalid, XinshuError
+from xinshu.judgements import judge
 from xinshu.models import (
     Case,
     InboxMessage,
     Notification,
     OrgUnit,
     Response,
+    RulesetActivation,
     Student,
     User,
 )
 from xinshu.models import RiskWarning as WarningModel
 from xinshu.plugin_manager import list_plugins
 from xinshu.scoping import SCOPED_MODELS, scope_query
+
+log = logging.getLogger(__name__)
+
+#: The largest primary key an ``Integer`` column holds on every supported database.
+MAX_ID = 2**31 - 1
 
 
 def logged_in_user() -> User | None:
@@ -201,6 +221,8 @@ class SecureModelView(_AccessMixin, ModelView):
             pk = int(pk_value)
         except (TypeError, ValueError):
             return None
+        if not 0 < pk <= MAX_ID:  # an id the database cannot hold is one that does not exist
+            return None
         return self.get_query().filter(self.model.id == pk).one_or_none()
 
 
@@ -288,6 +310,31 @@ class ResponseView(SecureModelView):
     column_default_sort = ("submitted_at", True)
 
 
+#: Roles that may confirm, adjust or override a warning's level (where they hold the role).
+JUDGE_ROLES = ("psychology_teacher", "principal")
+
+
+def role_covers(user: User | None, roles: tuple[str, ...], student: Student) -> bool:
+    """True when ``user`` holds one of ``roles`` at the student's class or an org unit above it."""
+    if user is None or student.class_unit is None:
+        return False
+    path = student.class_unit.path
+    return any(a.role in roles and a.org_unit is not None and path.startswith(a.org_unit.path) for a in user.roles)
+
+
+class JudgeForm(FlaskForm):
+    """A person's level decision: level, kind and a required reason (CSRF token)."""
+
+    level = SelectField("等级", coerce=int)
+    kind = RadioField("类型", choices=dict(JUDGEMENT_KIND_LABELS), default="confirm")
+    reason = TextAreaField(
+        "理由",
+        filters=[lambda value: value.strip() if isinstance(value, str) else value],
+        validators=[DataRequired(message="请填写理由"), Length(max=4000, message="理由最多4000字")],
+    )
+    submit = SubmitField("保存")
+
+
 class WarningView(SecureModelView):
     column_list = ("id", "student", "student.school", "level", "rule_id", "inputs", "status", "created_at")
     column_details_list = (
@@ -302,6 +349,7 @@ class WarningView(SecureModelView):
         "status",
         "created_at",
         "acknowledged_at",
+        "history",
     )
     column_labels: ClassVar[dict[str, str]] = {
         "id": "编号",
@@ -317,12 +365,75 @@ class WarningView(SecureModelView):
         "status": "状态",
         "created_at": "预警时间",
         "acknowledged_at": "确认时间",
+        "history": "等级变化记录",
     }
     column_formatters: ClassVar[dict[str, Any]] = {"level": fmt_level, "inputs": fmt_inputs}
+    column_formatters_detail: ClassVar[dict[str, Any]] = {
+        "level": fmt_level,
+        "inputs": fmt_inputs,
+        "history": fmt_level_history,
+    }
     column_choices: ClassVar[dict[str, list[tuple[str, str]]]] = {"status": choices(WARNING_STATUS_LABELS)}
     column_filters = ("level", "status", "rule_id", "student.school.name")
     column_sortable_list = ("id", "level", "rule_id", "status", "created_at")
     column_default_sort = ("created_at", True)
+    details_template = "admin/xinshu_warning_details.html"
+
+    def may_judge(self, warning: WarningModel) -> bool:
+        """The current user may confirm, adjust or override this (open) warning's level."""
+        return warning.status == "open" and role_covers(logged_in_user(), JUDGE_ROLES, warning.student)
+
+    @expose("/judge/", methods=("GET", "POST"))
+    def judge_view(self):
+        """确认/调整等级: a psychology teacher or principal decides the level, with a reason."""
+        warning = self.get_one(request.args.get("id"))
+        if warning is None:
+            abort(404)  # missing or out of scope: the same answer
+        user = logged_in_user()
+        if not role_covers(user, JUDGE_ROLES, warning.student):
+            abort(403)
+        details_url = self.get_url(".details_view", id=warning.id)
+        levels = current_services().declarations.levels.levels
+        form = JudgeForm()
+        form.level.choices = {str(lv.level): f"{lv.level} {lv.name.get('zh', lv.key)}" for lv in levels}
+        if request.method == "GET":
+            form.level.data = warning.level
+        is_open = warning.status == "open"
+        if is_open and form.validate_on_submit():
+            if form.kind.data == "confirm" and form.level.data != warning.level:
+                form.kind.errors = [*form.kind.errors, "“确认”须保持当前等级；要改变等级请选择“调整”或“人工覆盖”"]
+            elif self._record_judgement(warning, user, form):
+                flash(f"已记录：{JUDGEMENT_KIND_LABELS[form.kind.data]}为 {level_text(form.level.data)}", "success")
+                return redirect(details_url)
+        status = 400 if request.method == "POST" else 200
+        return (
+            self.render(
+                "admin/xinshu_judge.html",
+                warning=warning,
+                form=form,
+                is_open=is_open,
+                current_level=level_badge(warning.level),
+                status_label=WARNING_STATUS_LABELS.get(warning.status, warning.status),
+                details_url=details_url,
+                history=fmt_level_history(self, None, warning, "history"),
+            ),
+            status,
+        )
+
+    def _record_judgement(self, warning: WarningModel, user: User, form: JudgeForm) -> bool:
+        level, kind = form.level.data, form.kind.data
+        try:
+            judge(self.session, current_services(), warning.student, level, kind, form.reason.data, user.username)
+            self.session.commit()
+        except XinshuError as exc:
+            self.session.rollback()
+            form.reason.errors = [*form.reason.errors, f"未能保存：{exc}"]
+            return False
+        except Exception:
+            self.session.rollback()
+            raise
+        log.info("level judgement on warning %s by user id %s: %s level %s", warning.id, user.id, kind, level)
+        return True
 
 
 class CaseView(SecureModelView):
@@ -464,6 +575,155 @@ class DeclarationsView(SecureView):
         return self.render("admin/xinshu_declarations.html", decl=current_services().declarations)
 
 
+#: A candidate alert-rule file name: no directories, no leading dot.
+RULE_FILE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\.yaml$"
+MAX_CANDIDATE_CHARS = 200_000
+SHOWN_CHANGES = 200
+
+
+class CandidateRulesForm(FlaskForm):
+    """A pasted candidate alert-rule file; the back-test, then activation with a reason."""
+
+    filename = StringField(
+        "文件名",
+        default="phq9.yaml",
+        validators=[
+            DataRequired(message="请填写文件名"),
+            Regexp(RULE_FILE_NAME, message="文件名只能含字母、数字、._-，以 .yaml 结尾，例如 phq9.yaml"),
+        ],
+    )
+    text = TextAreaField(
+        "候选规则（YAML）",
+        validators=[
+            DataRequired(message="请粘贴候选规则文件内容"),
+            Length(max=MAX_CANDIDATE_CHARS, message=f"内容过长（最多{MAX_CANDIDATE_CHARS}字符）"),
+        ],
+    )
+    reason = TextAreaField("激活理由", validators=[Length(max=4000, message="理由最多4000字")])
+    reviewed = HiddenField()
+    active_digest = HiddenField()
+    run = SubmitField("回测")
+    activate = SubmitField("激活")
+
+
+def _candidate_digest(filename: str, text: str) -> str:
+    return hashlib.sha256(f"{filename}\0{text}".encode()).hexdigest()
+
+
+class RulesBacktestView(SecureView):
+    """规则回测: back-test a pasted candidate alert-rule file on the stored data,
+    then activate it with a reason (bureau administrator only)."""
+
+    required_roles = ("bureau_admin",)
+
+    @expose("/", methods=("GET", "POST"))
+    def index(self):
+        services = current_services()
+        session = services.db.session
+        form = CandidateRulesForm()
+        context: dict[str, Any] = {"decl_errors": None, "result": None, "record": None}
+        if form.validate_on_submit():
+            filename = form.filename.data.strip()
+            text = form.text.data.replace("\r\n", "\n")
+            digest = _candidate_digest(filename, text)
+            context["replaces"] = (services.store.roots[0] / "rules" / "alerts" / filename).is_file()
+            if form.activate.data:
+                context.update(self._activate(form, filename, text, digest))
+            else:
+                context.update(self._backtest(filename, text))
+                reviewed = context["result"] is not None
+                form.reviewed.data = digest if reviewed else ""
+                form.active_digest.data = services.declarations.digest if reviewed else ""
+        elif request.method == "POST":
+            context["status"] = 400
+        status = context.pop("status", 200)
+        activations = session.scalars(
+            select(RulesetActivation).order_by(RulesetActivation.activated_at.desc(), RulesetActivation.id.desc())
+        ).all()
+        return (
+            self.render(
+                "admin/xinshu_rules_backtest.html",
+                form=form,
+                activations=activations,
+                level_text=level_text,
+                local_time=local_time,
+                **context,
+            ),
+            status,
+        )
+
+    def _backtest(self, filename: str, text: str) -> dict[str, Any]:
+        """Validate and back-test the candidate: ``decl_errors``, or ``result`` and ``changed``."""
+        services = current_services()
+        with tempfile.TemporaryDirectory(prefix="xinshu-upload-") as tmp:
+            path = Path(tmp) / filename
+            path.write_text(text, encoding="utf-8")
+            try:
+                candidate, root = candidate_declarations(services, path)
+            except DeclarationsInvalid as exc:
+                return {"decl_errors": [str(error) for error in exc.errors], "status": 400}
+            except XinshuError as exc:
+                return {"decl_errors": [str(exc)], "status": 400}
+            try:
+                result = backtest(services.db.session, services.declarations, candidate)
+            finally:
+                shutil.rmtree(root, ignore_errors=True)
+        summary = result.as_dict()
+        return {"result": summary, "changed": self._visible_changes(summary["students_changed"])}
+
+    def _activate(self, form: CandidateRulesForm, filename: str, text: str, digest: str) -> dict[str, Any]:
+        """Activate the back-tested candidate, if it is unchanged and a reason is given."""
+        services = current_services()
+        session = services.db.session
+        reason = (form.reason.data or "").strip()
+        if form.reviewed.data != digest:
+            form.text.errors = [*form.text.errors, "内容与回测时不同，请先重新回测"]
+        elif form.active_digest.data != services.declarations.digest:
+            form.text.errors = [*form.text.errors, "回测后现行规则已变更，请重新回测"]
+        if not reason:
+            form.reason.errors = [*form.reason.errors, "激活须填写理由"]
+        if form.text.errors or form.reason.errors:
+            context = self._backtest(filename, text) if not form.text.errors else {}
+            return {**context, "status": 400}
+        user = logged_in_user()
+        with tempfile.TemporaryDirectory(prefix="xinshu-upload-") as tmp:
+            path = Path(tmp) / filename
+            path.write_text(text, encoding="utf-8")
+            try:
+                record, result = activate(session, services, path, user.username, reason)
+                session.commit()
+            except DeclarationsInvalid as exc:
+                session.rollback()
+                return {"decl_errors": [str(error) for error in exc.errors], "status": 400}
+            except Exception:
+                session.rollback()
+                raise
+        log.info(
+            "alert rules activated by user id %s: activation %s, digest %s, %s students change level",
+            user.id,
+            record.id,
+            record.digest[:12],
+            len(result.changed),
+        )
+        form.reviewed.data = ""
+        summary = result.as_dict()
+        return {"record": record, "result": summary, "changed": self._visible_changes(summary["students_changed"])}
+
+    def _visible_changes(self, changed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The first :data:`SHOWN_CHANGES` changed students the user may see (scoped)."""
+        session = current_services().db.session
+        user = logged_in_user()
+        shown: list[dict[str, Any]] = []
+        for start in range(0, len(changed), 900):
+            chunk = changed[start : start + 900]
+            ids = [row["student_id"] for row in chunk]
+            visible = set(session.scalars(scope_query(select(Student.id).where(Student.id.in_(ids)), Student, user)))
+            shown += [row for row in chunk if row["student_id"] in visible]
+            if len(shown) >= SHOWN_CHANGES:
+                break
+        return shown[:SHOWN_CHANGES]
+
+
 def build_views(db: Any) -> list[BaseView]:
     """The built-in back-office views, in menu order."""
     return [
@@ -477,6 +737,7 @@ def build_views(db: Any) -> list[BaseView]:
         UserView(User, db, name="用户", endpoint="user"),
         PluginsView(name="插件 Plugins", endpoint="plugins"),
         DeclarationsView(name="声明 Declarations", endpoint="declarations"),
+        RulesBacktestView(name="规则回测", endpoint="rules"),
     ]
 
 

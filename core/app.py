@@ -24,7 +24,7 @@ from flask_babel import Babel
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFProtect
 
-from xinshu import auth
+from xinshu import auth, web_reports
 from xinshu.admin import init_admin
 from xinshu.errors import StartupError
 from xinshu.models import User
@@ -148,6 +148,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.after_request(_security_headers)
     _init_login(app, services)
     app.register_blueprint(auth.bp)
+    app.register_blueprint(web_reports.bp)
     init_admin(app, services)
     app.add_url_rule("/", "index", lambda: redirect("/admin/"))
     return app

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -39,6 +40,22 @@ def candidate_files(path: Path) -> list[Path]:
     return files
 
 
+def _ruleset_id(path: Path) -> str | None:
+    try:
+        data = yaml.safe_load(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return data.get("id") if isinstance(data, dict) else None
+
+
+def replaced_files(alerts: Path, candidate: Path) -> list[Path]:
+    """Active alert-rule files the candidate replaces: same ruleset id, another name."""
+    wanted = _ruleset_id(candidate)
+    if wanted is None:
+        return []
+    return [f for f in sorted(alerts.glob("*.yaml")) if f.name != candidate.name and _ruleset_id(f) == wanted]
+
+
 def candidate_declarations(services: Services, path: Path) -> tuple[Declarations, Path]:
     """Load the active declarations with the candidate alert rules in place.
 
@@ -51,6 +68,8 @@ def candidate_declarations(services: Services, path: Path) -> tuple[Declarations
         if (active_root / folder).is_dir():
             shutil.copytree(active_root / folder, root / folder)
     for file in candidate_files(path):
+        for stale in replaced_files(root / "rules" / "alerts", file):
+            stale.unlink()
         shutil.copy2(file, root / "rules" / "alerts" / file.name)
     try:
         decls = load_declarations([root, *services.store.roots[1:]], services.scorer_classes, services.channel_classes)
@@ -129,7 +148,12 @@ def rules_digest(decls: Declarations) -> tuple[str, dict[str, str]]:
 def activate(
     session: Session, services: Services, path: Path, actor: str, reason: str
 ) -> tuple[RulesetActivation, Backtest]:
-    """Validate, back-test, copy the candidate into ``rules/alerts/`` and record it.
+    """Validate, back-test, record, then copy the candidate into ``rules/alerts/``.
+
+    The record is flushed before any file is touched; if copying or reloading
+    fails, the previous files are written back and the error is raised (the
+    caller's transaction then rolls the record back). Existing warnings are
+    not re-levelled: each keeps the ruleset version it was made under.
 
     :raises XinshuError: no reason given. :raises DeclarationsInvalid: invalid
         candidate (nothing is copied, the active rules stay).
@@ -141,13 +165,31 @@ def activate(
         result = backtest(session, services.declarations, candidate)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    target = services.store.roots[0] / "rules" / "alerts"
-    for file in candidate_files(path):
-        shutil.copy2(file, target / file.name)
-    fresh = services.store.reload()
-    digest, files = rules_digest(fresh)
+    digest, files = rules_digest(candidate)
     summary = {k: v for k, v in result.as_dict().items() if k != "students_changed"}
     record = RulesetActivation(digest=digest, files=files, activated_by=actor, reason=reason.strip(), backtest=summary)
     session.add(record)
     session.flush()
+    _install(services, candidate_files(path))
     return record, result
+
+
+def _install(services: Services, files: list[Path]) -> None:
+    target = services.store.roots[0] / "rules" / "alerts"
+    stale = [old for f in files for old in replaced_files(target, f)]
+    touched = [target / f.name for f in files] + stale
+    previous = {p.name: p.read_bytes() if p.exists() else None for p in touched}
+    try:
+        for old in stale:
+            old.unlink()
+        for file in files:
+            shutil.copy2(file, target / file.name)
+        services.store.reload()
+    except BaseException:
+        for name, content in previous.items():
+            if content is None:
+                (target / name).unlink(missing_ok=True)
+            else:
+                (target / name).write_bytes(content)
+        services.store.reload()
+        raise

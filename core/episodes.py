@@ -76,10 +76,14 @@ def reevaluate(session: Session, services: Services, student: Student, response:
 
 
 def latest_judgement(session: Session, student_id: int) -> LevelJudgement | None:
-    """The latest person's judgement on the student, if any."""
+    """The latest person's judgement on the student's open episode, if any
+    (a judgement ends with its episode)."""
+    episode = open_episode(session, student_id)
+    if episode is None:
+        return None
     stmt = (
         select(LevelJudgement)
-        .where(LevelJudgement.student_id == student_id)
+        .where(LevelJudgement.warning_id == episode.id)
         .order_by(LevelJudgement.at.desc(), LevelJudgement.id.desc())
         .limit(1)
     )

@@ -10,11 +10,12 @@ Column keys:
 * ``<instrument>:prev:scale:<scale>`` and ``…:prev:bandindex:<scale>`` — of the
   response before it (change since the previous wave);
 * ``<instrument>:flag:<flag>`` (bool) — ``critical:…``, ``critical_missing:…``,
-  ``invalid:…`` of the latest response; ``<instrument>:valid`` (bool) — the
-  latest protocol is valid;
+  ``invalid:…`` of the latest response; ``<instrument>:taken`` (bool) — the
+  student has a response; ``<instrument>:valid`` (bool) — the latest protocol
+  is valid;
 * ``teacher:<category>`` / ``parent:<category>`` (bool) — an open report in
   that category;
-* ``judgement:level`` — the level a psychology teacher confirmed or set.
+* ``judgement:level`` — the level a psychology teacher set on the open episode.
 
 A missing column reads as "unknown": NaN, None or False.
 """
@@ -64,7 +65,7 @@ class Facts:
 
 def result_columns(instrument_id: str, result: ScoreResult, bands: Mapping[str, list[str]]) -> dict[str, object]:
     """The fact columns (as scalars) of one scored response."""
-    cells: dict[str, object] = {f"{instrument_id}:valid": result.protocol_valid}
+    cells: dict[str, object] = {f"{instrument_id}:taken": True, f"{instrument_id}:valid": result.protocol_valid}
     for scale_id, score in result.scales.items():
         cells[f"{instrument_id}:scale:{scale_id}"] = np.nan if score.raw is None else score.raw
         cells[f"{instrument_id}:t:{scale_id}"] = np.nan if score.t is None else score.t

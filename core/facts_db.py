@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from xinshu.declarations.registry import Declarations
 from xinshu.facts import Facts, facts_from_rows
-from xinshu.models import LevelJudgement, Response, Score, Student, StudentReport, utcnow
+from xinshu.models import LevelJudgement, Response, RiskWarning, Score, Student, StudentReport, utcnow
 
 REPORT_WINDOW_DAYS = 30
 
@@ -64,6 +64,7 @@ def _responses(session: Session, decls: Declarations, ids: list[int], rows: dict
     for (student_id, instrument_id), (response_id, status, answers) in latest.items():
         cells = rows[student_id]
         bands = _band_orders(decls, instrument_id)
+        cells[f"{instrument_id}:taken"] = True
         cells[f"{instrument_id}:valid"] = status == "scored"
         for item_id, value in (answers or {}).items():
             cells[f"{instrument_id}:item:{item_id}"] = np.nan if value is None else float(value)
@@ -107,7 +108,8 @@ def _reports(session: Session, ids: list[int], rows: dict[int, dict], since: dt.
 def _judgements(session: Session, ids: list[int], rows: dict[int, dict]) -> None:
     stmt = (
         select(LevelJudgement.student_id, LevelJudgement.level)
-        .where(LevelJudgement.student_id.in_(ids))
+        .join(RiskWarning, RiskWarning.id == LevelJudgement.warning_id)
+        .where(LevelJudgement.student_id.in_(ids), RiskWarning.status == "open")
         .order_by(LevelJudgement.at, LevelJudgement.id)
     )
     for student_id, level in session.execute(stmt):

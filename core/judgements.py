@@ -66,12 +66,15 @@ def judge(
     facts = gather_facts(session, services.declarations, [student.id])
     rule_level = int(engine_for(services).evaluate(facts).level[0])
     episode = open_episode(session, student.id)
+    if kind == "confirm" and episode is not None and level != episode.level:
+        raise XinshuError("confirm keeps the current level; use adjust or override to change it")
     judgement = LevelJudgement(
         student_id=student.id, warning_id=episode.id if episode else None, level=level,
         rule_level=rule_level, kind=kind, reason=reason.strip(), actor=actor,
     )  # fmt: skip
     session.add(judgement)
-    if episode is None:
+    opened = episode is None
+    if opened:
         episode = RiskWarning(
             student_id=student.id, level=level, rule_id=f"person:{kind}", ruleset_id="person",
             ruleset_version="-", ruleset_digest="-", inputs=[{"rule_id": f"person:{kind}", "level": level,
@@ -81,11 +84,11 @@ def judge(
         session.flush()
         judgement.warning_id = episode.id
     change = LevelChange(
-        warning_id=episode.id, from_level=episode.level, to_level=level, source="person",
+        warning_id=episode.id, from_level=None if opened else episode.level, to_level=level, source="person",
         rule_id=f"person:{kind}", reason=reason.strip(), actor=actor,
     )  # fmt: skip
     session.add(change)
-    raised = level > episode.level
+    raised = opened or level > episode.level
     episode.level = level
     if kind == "confirm" or episode.acknowledged_at is None:
         episode.acknowledged_at = utcnow()

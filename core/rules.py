@@ -132,11 +132,13 @@ class Engine:
 
     def evaluate(self, facts: Facts) -> Evaluation:
         """Evaluate every rule on every row."""
-        fired = np.zeros((facts.n, len(self.compiled)), dtype=bool)
-        for j, compiled in enumerate(self.compiled):
-            fired[:, j] = compiled.test(facts)
-        levels = np.array([c.rule.level for c in self.compiled], dtype=np.int64)
-        level = (fired * levels).max(axis=1) if self.compiled else np.zeros(facts.n, dtype=np.int64)
+        masks = [compiled.test(facts) for compiled in self.compiled]
+        fired = np.stack(masks, axis=1) if masks else np.zeros((facts.n, 0), dtype=bool)
+        level = np.zeros(facts.n, dtype=np.int64)
+        for lv in sorted({c.rule.level for c in self.compiled}):  # higher levels overwrite lower ones
+            level[
+                np.logical_or.reduce([m for m, c in zip(masks, self.compiled, strict=True) if c.rule.level == lv])
+            ] = lv
         return Evaluation(facts, self.compiled, fired, level)
 
 
@@ -213,9 +215,9 @@ def _leaf(cond: dict, inst: str | None, keys: list[str]) -> Callable[[Facts], np
 
 def _validity(name: str, inst: str | None, keys: list[str]) -> Callable[[Facts], np.ndarray]:
     if name == "any":
-        key = f"{inst}:valid"
-        keys.append(key)
-        return lambda f: ~f.columns.get(key, np.ones(f.n, dtype=bool))
+        taken, valid = f"{inst}:taken", f"{inst}:valid"
+        keys.append(valid)
+        return lambda f: f.flag(taken) & ~f.flag(valid)
     key = f"{inst}:flag:invalid:{name}"
     keys.append(key)
     return lambda f: f.flag(key).copy()

@@ -78,8 +78,9 @@ def validate_data(
 
 
 def _convert(error: ValidationError, loaded: LoadedFile, prefix: tuple) -> DeclarationError:
-    if error.validator in ("oneOf", "anyOf") and error.context:
-        error = best_match(error.context)
+    for _ in range(2):  # a condition's leaf can itself be a choice (change: worsened_by | band_worsened_by)
+        if error.validator in ("oneOf", "anyOf") and error.context:
+            error = best_match(_fitting_branches(error))
     path = prefix + tuple(error.absolute_path)
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         allowed = set(error.schema.get("properties", {}))
@@ -89,6 +90,21 @@ def _convert(error: ValidationError, loaded: LoadedFile, prefix: tuple) -> Decla
             line = key_line(loaded.root, path, key)
             return DeclarationError(loaded.display, line, format_path((*path, key)), f"unknown key {key!r}")
     return DeclarationError(loaded.display, loaded.line_of(path), format_path(path), _message(error))
+
+
+def _fitting_branches(error: ValidationError) -> list[ValidationError]:
+    """Errors of the ``oneOf`` branches the instance was meant for: drop branches
+    whose own required key is absent, so a malformed ``{teacher_report: [x]}``
+    is reported as what is wrong with it, not as "'all' is a required property"."""
+    branches: dict[object, list[ValidationError]] = {}
+    for sub in error.context:
+        branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+    fitting = [
+        errors
+        for errors in branches.values()
+        if not any(e.validator == "required" and len(e.relative_schema_path) == 2 for e in errors)
+    ]
+    return [e for errors in fitting for e in errors] or list(error.context)
 
 
 def _message(error: ValidationError) -> str:
