@@ -237,6 +237,10 @@ class RiskWarning(Base):
     status: Mapped[str] = mapped_column(String(16), default="open")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     acknowledged_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(80))
+    #: Where the warning sits in the responsibility tree: school → district → city.
+    escalated_to: Mapped[str] = mapped_column(String(16), default="school")
+    escalated_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     student: Mapped[Student] = relationship()
     response: Mapped[Response | None] = relationship()
 
@@ -270,6 +274,15 @@ class Case(Base):
     template_version: Mapped[str] = mapped_column(String(32))
     opened_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    #: The named person responsible for the case now (a username) and their role.
+    owner: Mapped[str | None] = mapped_column(String(80))
+    owner_role: Mapped[str] = mapped_column(String(40), default="psychology_teacher")
+    #: Plans of level 3–4 cases need the principal's approval before intervening.
+    plan_approved_by: Mapped[str | None] = mapped_column(String(80))
+    plan_approved_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    #: Exit criteria of the template recorded as met: {criterion id: {"by", "at", "note"}}.
+    exit_criteria: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    closed_reason: Mapped[str | None] = mapped_column(Text)
     student: Mapped[Student] = relationship()
     school: Mapped[OrgUnit] = relationship()
     warning: Mapped[RiskWarning] = relationship()
@@ -293,6 +306,13 @@ class PlanTask(Base):
     category: Mapped[str] = mapped_column(String(16))
     due_at: Mapped[dt.datetime] = mapped_column(DateTime)
     status: Mapped[str] = mapped_column(String(16), default="open")
+    done_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    done_by: Mapped[str | None] = mapped_column(String(80))
+    #: Days between follow-ups for a repeating task (None: once).
+    every_days: Mapped[int | None] = mapped_column(Integer)
+    #: Codes of resource-library items the task hands out.
+    resources: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    reminded_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     case: Mapped[Case] = relationship(back_populates="tasks")
 
 
@@ -304,6 +324,8 @@ class CaseEvent(Base):
     case_id: Mapped[int] = mapped_column(ForeignKey("case_file.id"), index=True)
     from_state: Mapped[str | None] = mapped_column(String(16))
     to_state: Mapped[str] = mapped_column(String(16))
+    #: state, interview, plan, task, referral, contact, consent, escalation, note
+    kind: Mapped[str] = mapped_column(String(16), default="state")
     actor: Mapped[str] = mapped_column(String(80))
     reason: Mapped[str] = mapped_column(Text, default="")
     at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
@@ -434,3 +456,114 @@ class RulesetActivation(Base):
     reason: Mapped[str] = mapped_column(Text)
     backtest: Mapped[dict[str, Any]] = mapped_column(JSON)
     activated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Interview(Base):
+    """An investigation interview (调研访谈) recorded with a YAML-declared form.
+
+    ``answers`` maps the form's field ids to values (risk and protective
+    factors, safety-plan fields, notes); the interviewer confirms or adjusts the
+    level with a reason (recorded as a :class:`LevelJudgement` too).
+    """
+
+    __tablename__ = "interview"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("case_file.id"), index=True)
+    form_id: Mapped[str] = mapped_column(String(64))
+    form_version: Mapped[str] = mapped_column(String(32))
+    answers: Mapped[dict[str, Any]] = mapped_column(JSON)
+    level_before: Mapped[int] = mapped_column(Integer)
+    level_after: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text)
+    interviewer: Mapped[str] = mapped_column(String(80))
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Partner(Base):
+    """A partner institution of a district (expert side of the dual platform):
+    hospital psychiatry, community service, police contact, hotline, family service."""
+
+    __tablename__ = "partner"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    district_id: Mapped[int] = mapped_column(ForeignKey("org_unit.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str] = mapped_column(String(200))
+    department: Mapped[str] = mapped_column(String(200), default="")
+    phone: Mapped[str] = mapped_column(String(40), default="")
+    address: Mapped[str] = mapped_column(String(255), default="")
+    notes: Mapped[str] = mapped_column(Text, default="")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    district: Mapped[OrgUnit] = relationship()
+
+
+class Referral(Base):
+    """A referral (转介) to a hospital, community, police or family service, with
+    its own loop: sent → acknowledged → outcome → returned (return-to-school plan)."""
+
+    __tablename__ = "referral"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("case_file.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    partner_id: Mapped[int | None] = mapped_column(ForeignKey("partner.id"))
+    status: Mapped[str] = mapped_column(String(16), default="sent")
+    sent_by: Mapped[str] = mapped_column(String(80))
+    sent_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    acknowledged_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    outcome: Mapped[str | None] = mapped_column(Text)
+    outcome_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    return_plan: Mapped[str | None] = mapped_column(Text)
+    returned_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    partner: Mapped[Partner | None] = relationship()
+
+
+class ParentContact(Base):
+    """The parent communication ledger (家校沟通记录): what was said, when, by
+    whom, through which channel, and the parent's response."""
+
+    __tablename__ = "parent_contact"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("case_file.id"), index=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    by: Mapped[str] = mapped_column(String(80))
+    channel: Mapped[str] = mapped_column(String(20))
+    content: Mapped[str] = mapped_column(Text)
+    parent_response: Mapped[str] = mapped_column(Text, default="")
+
+
+class GuardianConsent(Base):
+    """A guardian's consent or refusal for a purpose (referral, data sharing…)."""
+
+    __tablename__ = "guardian_consent"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    student_id: Mapped[int] = mapped_column(ForeignKey("student.id"), index=True)
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("case_file.id"))
+    purpose: Mapped[str] = mapped_column(String(40))
+    decision: Mapped[str] = mapped_column(String(16))
+    guardian_relation: Mapped[str] = mapped_column(String(20), default="")
+    evidence: Mapped[str] = mapped_column(Text, default="")
+    recorded_by: Mapped[str] = mapped_column(String(80))
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Resource(Base):
+    """The resource library: guidance sheets, class-meeting and course packs,
+    parent guidance. Intervention template tasks name resources by ``code``."""
+
+    __tablename__ = "resource"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    title: Mapped[str] = mapped_column(String(255))
+    audience: Mapped[str] = mapped_column(String(40), default="")
+    url: Mapped[str] = mapped_column(String(500), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+
+
+class SchedulerLease(Base):
+    """Makes sure exactly one scheduler process runs jobs: a row per job name,
+    held by one process until ``expires_at``."""
+
+    __tablename__ = "scheduler_lease"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(120))
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime)
