@@ -1,0 +1,3 @@
+"""SMS channel: the documented plugin interface and one reference implementation."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""WeCom and DingTalk group-robot webhook channels."""
+
+from __future__ import annotations
