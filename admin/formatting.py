@@ -38,7 +38,7 @@ CASE_STATE_LABELS = {
     "intervening": "干预实施",
     "follow_up": "跟踪随访",
     "closed": "已结案",
-    "transferred": "已转介",
+    "transferred": "已转出",
 }
 WARNING_STATUS_LABELS = {"open": "未处理", "acknowledged": "已确认", "superseded": "已升级取代", "closed": "已关闭"}
 NOTIFICATION_STATUS_LABELS = {"pending": "待发送", "sent": "已发送", "dead": "无法送达"}

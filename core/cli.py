@@ -3,7 +3,12 @@
 ``xinshu check`` validates declarations; ``import-roster`` and
 ``import-answers`` run the same code a school's upload runs; ``score`` scores
 a file without any database; ``dispatch`` delivers queued notifications;
-``demo`` builds the demo city; ``serve`` runs the back office.
+``case`` drives the six-step case workflow;
+``scheduler run`` is the one process that escalates, reminds and delivers;
+``acknowledge`` stops a warning's escalation;
+``partners import`` and ``resources import`` upsert the partner directory and
+the resource library from YAML; ``demo`` builds the demo city; ``serve`` runs
+the back office.
 """
 
 from __future__ import annotations
@@ -43,12 +48,14 @@ def check(root: Path | None) -> None:
     """Validate every declaration; print "file:line: path: message" per error."""
     services = _services(with_db=False, DECLARATION_ROOT=root)
     decls = services.declarations
-    unconfigured = sorted(set(services.channel_classes) - services.configured_channels())
+    named = {c for level in decls.levels.levels for target in level.notify for c in target.channels}
+    unconfigured = sorted(named - services.configured_channels())
     for name in unconfigured:
         click.echo(f"note: channel {name!r} is not configured here; its notifications are not queued", err=True)
     click.echo(
         f"ok: {len(decls.files)} files, {len(decls.instruments)} instruments, {len(decls.rulesets)} alert rulesets, "
-        f"{len(decls.templates)} intervention templates, {len(decls.profiles)} import profiles"
+        f"{len(decls.templates)} intervention templates, {len(decls.profiles)} import profiles, "
+        f"{len(decls.interview_forms)} interview forms"
     )
 
 
@@ -317,6 +324,244 @@ def _student(session, ref: str):
     return student
 
 
+@main.group()
+def partners() -> None:
+    """The partner-institution directory of each district (合作机构)."""
+
+
+@partners.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--database", help="Database URL.")
+def partners_import(path: Path, database: str | None) -> None:
+    """Upsert the partners listed in PATH (YAML); importing twice changes nothing."""
+    _import_directory("partners", path, database)
+
+
+@main.group()
+def resources() -> None:
+    """The resource library (资源库): guidance sheets, class meetings, courses, parent guidance."""
+
+
+@resources.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--database", help="Database URL.")
+def resources_import(path: Path, database: str | None) -> None:
+    """Upsert the resources listed in PATH (YAML), by code; importing twice changes nothing."""
+    _import_directory("resources", path, database)
+
+
+@resources.command("check")
+@click.option("--database", help="Database URL.")
+def resources_check(database: str | None) -> None:
+    """Exit 1 when an intervention template hands out a resource code the library lacks."""
+    services = _services(DATABASE_URL=database)
+    services.db.create_all()
+    with _reporting(), services.db.sessionmaker() as session:
+        gaps = _resource_gaps(session, services)
+    if gaps:
+        raise SystemExit(1)
+    click.echo(
+        f"ok: every resource the {len(services.declarations.templates)} intervention templates name is in the library"
+    )
+
+
+def _import_directory(what: str, path: Path, database: str | None) -> None:
+    from xinshu.referrals import import_partners, import_resources, load_yaml_list
+
+    services = _services(DATABASE_URL=database)
+    services.db.create_all()
+    importer = import_partners if what == "partners" else import_resources
+    with _reporting():
+        rows = load_yaml_list(path)
+        with services.db.transaction() as session:
+            summary = importer(session, rows)
+            if what == "resources":
+                _resource_gaps(session, services)
+        click.echo(json.dumps({what: summary.as_dict()}))
+
+
+def _resource_gaps(session, services) -> list:
+    """Print a note per template task whose resource code is not in the library."""
+    from xinshu.referrals import template_resource_gaps
+
+    gaps = template_resource_gaps(session, services.declarations.templates)
+    for template_id, task_id, code in gaps:
+        click.echo(f"note: template {template_id} task {task_id} hands out {code!r}, not in the library", err=True)
+    return gaps
+
+
+@main.group()
+def case() -> None:
+    """The six-step case workflow: show a case, move it on, record its interview and plan work."""
+
+
+def _case_action(database: str | None, case_id: int, action) -> None:
+    """Run ``action(session, services, case)`` in one transaction; print the case afterwards."""
+    from xinshu.models import Case
+
+    services = _services(DATABASE_URL=database)
+    services.db.create_all()
+    with _reporting(), services.db.transaction() as session:
+        record = session.get(Case, case_id)
+        if record is None:
+            raise XinshuError(f"no case #{case_id}")
+        message = action(session, services, record)
+        session.flush()
+        summary = _case_summary(session, services, record)
+    if message:
+        click.echo(message, err=True)
+    click.echo(json.dumps(summary, ensure_ascii=False, indent=2))
+
+
+def _case_summary(session, services, record) -> dict:
+    from xinshu.workflow import blocked_events, case_template, to_local
+
+    def local(value):
+        return to_local(value).isoformat(timespec="minutes") if value else None
+
+    template = case_template(services, record)
+    return {
+        "case": record.id, "student": record.student_id, "state": record.state, "level": record.level,
+        "template": f"{record.template_id} {record.template_version}", "owner": record.owner,
+        "plan_approved_by": record.plan_approved_by, "plan_approved_at": local(record.plan_approved_at),
+        "next": blocked_events(session, services, record),
+        "tasks": [
+            {"id": t.id, "title": t.title, "owner_role": t.owner_role, "step": t.step, "due": local(t.due_at),
+             "status": t.status, "done_by": t.done_by, "every_days": t.every_days, "resources": t.resources}
+            for t in sorted(record.tasks, key=lambda t: (t.due_at, t.id))
+        ],
+        "exit_criteria": [
+            {"id": c.id, "text": c.text["zh"], "recorded": (record.exit_criteria or {}).get(c.id)}
+            for c in template.exit_criteria
+        ],
+        "closed_at": local(record.closed_at), "closed_reason": record.closed_reason,
+        "timeline": [
+            {"at": local(e.at), "kind": e.kind, "from": e.from_state, "to": e.to_state, "actor": e.actor,
+             "reason": e.reason}
+            for e in record.events
+        ],
+    }  # fmt: skip
+
+
+@case.command("show")
+@click.argument("case_id", type=int)
+@click.option("--database", help="Database URL.")
+def case_show(case_id: int, database: str | None) -> None:
+    """Print CASE_ID as JSON: state, next steps (and what blocks them), tasks, exit criteria, timeline."""
+    _case_action(database, case_id, lambda session, services, record: None)
+
+
+@case.command("advance")
+@click.argument("case_id", type=int)
+@click.argument("event")
+@click.option("--by", "actor", required=True, help="Who does it (recorded).")
+@click.option("--reason", default="", help="Why (recorded; required to relapse, watch, close or transfer).")
+@click.option("--database", help="Database URL.")
+def case_advance(case_id: int, event: str, actor: str, reason: str, database: str | None) -> None:
+    """Fire EVENT on CASE_ID (start_interview, finish_interview, start_intervention, ...)."""
+    from xinshu.workflow import advance
+
+    _case_action(database, case_id, lambda s, svc, c: advance(s, svc, c, event, actor, reason) and None)
+
+
+@case.command("interview")
+@click.argument("case_id", type=int)
+@click.option("--form", "form_id", default="standard", show_default=True, help="Interview form id.")
+@click.option(
+    "--answers", "answers_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON or YAML file: field id -> answer.",
+)  # fmt: skip
+@click.option("--level", type=click.IntRange(1, 4), required=True)
+@click.option("--kind", type=click.Choice(["confirm", "adjust"]), required=True)
+@click.option("--category", help="Case category for the plan template (default: keep).")
+@click.option("--reason", required=True)
+@click.option("--by", "actor", required=True)
+@click.option("--database", help="Database URL.")
+def case_interview(case_id, form_id, answers_file, level, kind, category, reason, actor, database) -> None:
+    """Record the investigation interview of CASE_ID, confirm or adjust the level, and move to planning."""
+    import yaml
+
+    from xinshu.workflow import record_interview
+
+    text = answers_file.read_text("utf-8")
+    try:
+        answers = json.loads(text) if answers_file.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise click.BadParameter(f"cannot read {answers_file}: {exc}", param_hint="--answers") from None
+
+    def action(session, services, record):
+        interview = record_interview(
+            session, services, record, form_id, answers, level, kind, reason, actor, category
+        )  # fmt: skip
+        return f"recorded interview #{interview.id}"
+
+    _case_action(database, case_id, action)
+
+
+@case.command("approve")
+@click.argument("case_id", type=int)
+@click.option("--by", "actor", required=True, help="The principal approving the plan.")
+@click.option("--reason", default="")
+@click.option("--database", help="Database URL.")
+def case_approve(case_id: int, actor: str, reason: str, database: str | None) -> None:
+    """Record the principal's approval of CASE_ID's plan (required at level 3–4)."""
+    from xinshu.workflow import approve_plan
+
+    _case_action(database, case_id, lambda s, svc, c: approve_plan(s, svc, c, actor, reason) and None)
+
+
+@case.command("task-done")
+@click.argument("case_id", type=int)
+@click.argument("task_id", type=int)
+@click.option("--by", "actor", required=True)
+@click.option("--note", default="")
+@click.option("--database", help="Database URL.")
+def case_task_done(case_id: int, task_id: int, actor: str, note: str, database: str | None) -> None:
+    """Mark TASK_ID of CASE_ID done (a repeating task gets its next occurrence)."""
+    from xinshu.workflow import complete_task
+
+    _case_action(database, case_id, lambda s, svc, c: complete_task(s, svc, c, task_id, actor, note) and None)
+
+
+@case.command("exit")
+@click.argument("case_id", type=int)
+@click.argument("criterion_id")
+@click.option("--by", "actor", required=True)
+@click.option("--note", default="", help="The evidence.")
+@click.option("--database", help="Database URL.")
+def case_exit(case_id: int, criterion_id: str, actor: str, note: str, database: str | None) -> None:
+    """Record that exit criterion CRITERION_ID of CASE_ID's template is met."""
+    from xinshu.workflow import record_exit_criterion
+
+    _case_action(
+        database, case_id, lambda s, svc, c: record_exit_criterion(s, svc, c, criterion_id, actor, note) and None
+    )
+
+
+@case.command("close")
+@click.argument("case_id", type=int)
+@click.option("--by", "actor", required=True)
+@click.option("--reason", required=True)
+@click.option("--database", help="Database URL.")
+def case_close(case_id: int, actor: str, reason: str, database: str | None) -> None:
+    """Close CASE_ID (every exit criterion recorded)."""
+    from xinshu.workflow import advance
+
+    _case_action(database, case_id, lambda s, svc, c: advance(s, svc, c, "close", actor, reason) and None)
+
+
+@case.command("transfer")
+@click.argument("case_id", type=int)
+@click.option("--by", "actor", required=True)
+@click.option("--reason", required=True, help="E.g. the student moved to another school.")
+@click.option("--database", help="Database URL.")
+def case_transfer(case_id: int, actor: str, reason: str, database: str | None) -> None:
+    """End CASE_ID as transferred (e.g. the student moved school)."""
+    from xinshu.workflow import advance
+
+    _case_action(database, case_id, lambda s, svc, c: advance(s, svc, c, "transfer", actor, reason) and None)
+
+
 @main.command()
 @click.option("--database", help="Database URL.")
 def dispatch(database: str | None) -> None:
@@ -327,6 +572,64 @@ def dispatch(database: str | None) -> None:
     services.db.create_all()
     with _reporting():
         click.echo(json.dumps(dispatch_pending(services).as_dict()))
+
+
+@main.group()
+def scheduler() -> None:
+    """The one scheduler process: escalation, task reminders, undeliverable alerts, delivery."""
+
+
+@scheduler.command("run")
+@click.option("--once", is_flag=True, help="Run one tick, print its counts and exit.")
+@click.option("--interval", default=60.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds.")
+@click.option("--database", help="Database URL.")
+def scheduler_run(once: bool, interval: float, database: str | None) -> None:
+    """Run the jobs every INTERVAL seconds while holding the scheduler lease.
+
+    Start it as its own process (one per deployment; a second one waits as a
+    standby and takes over when the first stops). Prints one JSON line per tick.
+    """
+    import signal
+    import threading
+
+    from xinshu.scheduler import Scheduler
+
+    services = _services(DATABASE_URL=database)
+    services.db.create_all()
+    with _reporting():
+        runner = Scheduler(services, interval=interval)
+        if once:
+            try:
+                click.echo(json.dumps(runner.tick(), ensure_ascii=False))
+            finally:
+                runner.release()
+            return
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        click.echo(f"scheduler {runner.holder} running every {interval:g} s (Ctrl+C to stop)", err=True)
+        runner.run(stop, on_tick=lambda report: click.echo(json.dumps(report, ensure_ascii=False)))
+
+
+@main.command()
+@click.argument("warning_id", type=int)
+@click.option("--by", "actor", required=True, help="Who takes the warning on (recorded).")
+@click.option("--database", help="Database URL.")
+def acknowledge(warning_id: int, actor: str, database: str | None) -> None:
+    """Acknowledge warning WARNING_ID: its response time is met and escalation stops."""
+    from xinshu.escalation import acknowledge as acknowledge_warning
+    from xinshu.models import RiskWarning, utcnow
+
+    services = _services(DATABASE_URL=database)
+    services.db.create_all()
+    with _reporting(), services.db.transaction() as session:
+        warning = session.get(RiskWarning, warning_id)
+        if warning is None:
+            raise XinshuError(f"no warning #{warning_id}")
+        if acknowledge_warning(session, warning, actor, utcnow()):
+            click.echo(f"warning #{warning.id} acknowledged by {actor} (at {warning.escalated_to} level)")
+        else:
+            click.echo(f"warning #{warning.id} was already acknowledged by {warning.acknowledged_by or '?'}")
 
 
 @main.command()

@@ -2,7 +2,8 @@
 
 :class:`Database` wraps one SQLAlchemy engine, a session factory and a
 request-scoped session (``db.session``, what Flask-Admin uses). SQLite is the
-embedded default; on SQLite every connection gets ``journal_mode=WAL``,
+embedded default; on SQLite every transaction begins IMMEDIATE (waits for the write lock
+instead of failing mid-transaction) and every connection gets ``journal_mode=WAL``,
 ``synchronous=FULL`` (a committed answer survives a power cut, security.md
 §4.2), ``foreign_keys=ON`` and a busy timeout.
 """
@@ -23,6 +24,8 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    # Let SQLAlchemy emit BEGIN itself (the pysqlite recipe), so it can be IMMEDIATE.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
@@ -37,6 +40,13 @@ def _ensure_sqlite_dir(url: str) -> None:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
 
 
+def _sqlite_begin_immediate(connection) -> None:
+    """Take SQLite's write lock at BEGIN: a read-then-write transaction would
+    otherwise fail with "database is locked" at once, ignoring the busy timeout,
+    when another connection writes meanwhile."""
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 class Database:
     """One database: ``engine``, ``sessionmaker`` and scoped ``session``."""
 
@@ -46,6 +56,7 @@ class Database:
         self.engine: Engine = create_engine(url, future=True)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", _sqlite_begin_immediate)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
         self.session = scoped_session(self.sessionmaker)
 

@@ -34,6 +34,7 @@ from xinshu.errors import XinshuError
 from xinshu.grades import grade_name
 from xinshu.models import Case, Notification, OrgUnit, Response, RiskWarning, Score, Student
 from xinshu.orgs import add_org_unit
+from xinshu.referrals import import_partners, import_resources, load_yaml_list
 from xinshu.rosters import import_roster
 from xinshu.services import PROJECT_ROOT, Services, build_services
 
@@ -83,6 +84,10 @@ def build_demo(database_url: str, data_dir: Path, seed: int = 20251011) -> dict[
     roster_dir.mkdir(parents=True, exist_ok=True)
     with services.db.transaction() as session:
         schools = _org_tree(session)
+        # The expert side: each district's partner institutions and the city's resource library.
+        examples = PROJECT_ROOT / "examples"
+        partners = import_partners(session, load_yaml_list(examples / "partners" / "demo_partners.yaml"))
+        resources = import_resources(session, load_yaml_list(examples / "resources" / "library.yaml"))
     rng, fake = random.Random(seed), Faker("zh_CN")  # noqa: S311 - fictional people, not secrets
     fake.seed_instance(seed)
     per_school = _split(seqns, len(schools))
@@ -97,7 +102,9 @@ def build_demo(database_url: str, data_dir: Path, seed: int = 20251011) -> dict[
         answers = import_answers(session, services, dpq, "phq9", "nhanes_dpq")
         _demo_users(session)
     delivered = _dispatch_all(services)
-    return _summary(services, rosters, answers.as_dict(), delivered, roster_dir)
+    summary = _summary(services, rosters, answers.as_dict(), delivered, roster_dir)
+    summary["directory"] = {"partners": partners.as_dict()["created"], "resources": resources.as_dict()["created"]}
+    return summary
 
 
 def _fresh_database(url: str) -> None:

@@ -18,7 +18,6 @@ its history and the outbox rows commit together (security.md H1).
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -33,7 +32,6 @@ from xinshu.models import (
     LevelJudgement,
     Notification,
     OrgUnit,
-    PlanTask,
     Response,
     RiskWarning,
     Student,
@@ -42,6 +40,7 @@ from xinshu.models import (
 from xinshu.plugin_manager import notify_observers
 from xinshu.rules import Decision, Engine
 from xinshu.services import Services
+from xinshu.workflow import advance, build_plan
 
 
 @dataclass
@@ -160,7 +159,12 @@ def _ruleset_of(services: Services, decision: Decision):
 def open_or_raise_case(
     session: Session, services: Services, student: Student, warning: RiskWarning
 ) -> tuple[Case, bool]:
-    """Open a case with its plan, or raise the level of the open one; ``(case, opened)``."""
+    """Open a case with its plan, or raise the level of the open one; ``(case, opened)``.
+
+    The plan is made from the level's general template with working-day
+    deadlines (:func:`xinshu.workflow.build_plan`). A case waiting in
+    ``monitoring`` whose level rises goes back to ``warned``.
+    """
     case = session.scalar(select(Case).where(Case.student_id == student.id, Case.state.in_(OPEN_CASE_STATES)))
     if case is not None:
         if warning.level > case.level:
@@ -168,6 +172,8 @@ def open_or_raise_case(
             session.add(CaseEvent(case=case, from_state=case.state, to_state=case.state, actor="system", reason=reason))
             case.level = warning.level
             case.warning_id = warning.id
+            if case.state == "monitoring":
+                advance(session, services, case, "warn", "system", reason)
         return case, False
     template = services.declarations.template_for(warning.level)
     now = utcnow()
@@ -176,12 +182,7 @@ def open_or_raise_case(
         state="warned", template_id=template.id, template_version=template.version, opened_at=now,
     )  # fmt: skip
     session.add(case)
-    for task in template.tasks:
-        plan_task = PlanTask(
-            case=case, template_task_id=task.id, title=task.title["zh"], owner_role=task.owner_role,
-            step=task.step, category=task.category, due_at=now + dt.timedelta(hours=task.due_hours),
-        )  # fmt: skip
-        session.add(plan_task)
+    case.tasks.extend(build_plan(template, now))
     reason = f"预警 #{warning.id}，等级 {warning.level}（规则 {warning.rule_id}）"
     session.add(CaseEvent(case=case, from_state=None, to_state="warned", actor="system", reason=reason))
     session.flush()

@@ -91,7 +91,7 @@ def judge(
     raised = opened or level > episode.level
     episode.level = level
     if kind == "confirm" or episode.acknowledged_at is None:
-        episode.acknowledged_at = utcnow()
+        episode.acknowledged_at, episode.acknowledged_by = utcnow(), actor
     session.flush()
     if raised:
         case = None

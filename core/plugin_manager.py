@@ -44,11 +44,15 @@ def get_plugin_manager(
     extra_modules: Iterable[str] = (),
     blocked: Iterable[str] = (),
     trace: bool = False,
+    distributions: Iterable[str] | None = None,
 ) -> pluggy.PluginManager:
     """Return a new manager with every ``xinshu`` entry point registered.
 
     :param extra_modules: dotted module names to import and register as well.
     :param blocked: plugin names never to register.
+    :param distributions: load entry points only from these installed
+        distributions (``XINSHU_LOAD_PLUGINS``, after datasette's
+        ``DATASETTE_LOAD_PLUGINS``); None loads every installed plugin.
     :param trace: log each hook call and its result at DEBUG level.
     :raises StartupError: an extra module cannot be imported, or a plugin
         implements a hook that does not exist.
@@ -58,7 +62,7 @@ def get_plugin_manager(
     for name in blocked:
         pm.set_blocked(name)
     try:
-        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        _load_entry_points(pm, distributions)
         for dotted in extra_modules:
             if pm.is_blocked(dotted) or pm.get_plugin(dotted) is not None:
                 continue
@@ -66,7 +70,8 @@ def get_plugin_manager(
                 module = importlib.import_module(dotted)
             except ImportError as exc:
                 raise StartupError(f"plugin module {dotted!r} cannot be imported: {exc}") from exc
-            pm.register(module, name=dotted)
+            if not pm.is_registered(module):  # also installed as an entry point: keep that registration
+                pm.register(module, name=dotted)
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise StartupError(str(exc)) from exc
@@ -74,6 +79,20 @@ def get_plugin_manager(
         pm.trace.root.setwriter(log.debug)
         pm.enable_tracing()
     return pm
+
+
+def _canonical(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def _load_entry_points(pm: pluggy.PluginManager, distributions: Iterable[str] | None) -> None:
+    if distributions is None:
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        return
+    allowed = {_canonical(d) for d in distributions}
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.dist is not None and _canonical(ep.dist.metadata["name"]) in allowed:
+            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name=ep.name)
 
 
 def collect_named(results: Iterable[list | None], what: str) -> dict[str, type]:

@@ -21,6 +21,7 @@ from xinshu.declarations.registry import Declarations, DeclarationStore
 from xinshu.errors import StartupError
 from xinshu.plugin_manager import collect_named, get_plugin_manager
 from xinshu.scoring import Scorer
+from xinshu.timeline import TimelineImmutable  # noqa: F401 - the case timeline is append-only
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,6 +39,8 @@ def default_declaration_root() -> Path:
 ENV_SETTINGS = (
     "DATABASE_URL", "PUBLIC_URL", "MAIL_SERVER", "MAIL_PORT", "MAIL_USE_TLS",
     "MAIL_USERNAME", "MAIL_PASSWORD", "MAIL_FROM", "MAIL_TIMEOUT",
+    "WECOM_WEBHOOK_URL", "DINGTALK_WEBHOOK_URL", "DINGTALK_SECRET", "WEBHOOK_TIMEOUT",
+    "SMS_GATEWAY_URL", "SMS_GATEWAY_TOKEN", "SMS_RECIPIENTS", "SMS_TIMEOUT", "ESCALATION_CHANNELS",
 )  # fmt: skip
 
 
@@ -66,7 +69,9 @@ def default_database_url() -> str:
 
 
 def plugin_options(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Plugin-manager options from config or ``XINSHU_PLUGINS`` / ``XINSHU_BLOCK_PLUGINS``."""
+    """Plugin-manager options from config or the environment: ``XINSHU_PLUGINS``
+    (extra modules), ``XINSHU_BLOCK_PLUGINS``, ``XINSHU_LOAD_PLUGINS`` (only these
+    distributions' entry points) and ``XINSHU_TRACE_PLUGINS``."""
 
     def names(key: str) -> list[str]:
         value = config.get(key, os.environ.get(key, ""))
@@ -75,7 +80,13 @@ def plugin_options(config: Mapping[str, Any]) -> dict[str, Any]:
         return list(value)
 
     trace = str(config.get("XINSHU_TRACE_PLUGINS", os.environ.get("XINSHU_TRACE_PLUGINS", ""))) == "1"
-    return {"extra_modules": names("XINSHU_PLUGINS"), "blocked": names("XINSHU_BLOCK_PLUGINS"), "trace": trace}
+    load = config.get("XINSHU_LOAD_PLUGINS", os.environ.get("XINSHU_LOAD_PLUGINS"))
+    return {
+        "extra_modules": names("XINSHU_PLUGINS"),
+        "blocked": names("XINSHU_BLOCK_PLUGINS"),
+        "trace": trace,
+        "distributions": None if load is None else names("XINSHU_LOAD_PLUGINS"),
+    }
 
 
 @dataclass

@@ -11,6 +11,10 @@ import pytest
 from xinshu.orgs import add_org_unit
 from xinshu.services import PROJECT_ROOT, build_services
 
+# The project's own tests run with the project's own plugins only, whatever else
+# is installed in the environment (e.g. examples/xinshu-example-plugin).
+os.environ.setdefault("XINSHU_LOAD_PLUGINS", "xinshu")
+
 DATA_DIR = Path(os.environ.get("XINSHU_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))
 DPQ_J = DATA_DIR / "nhanes_phq9" / "DPQ_J.csv"
 

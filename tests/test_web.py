@@ -23,9 +23,14 @@ from xinshu.errors import StartupError
 from xinshu.models import (
     Case,
     CaseEvent,
+    GuardianConsent,
     InboxMessage,
     Notification,
+    ParentContact,
+    Partner,
     PlanTask,
+    Referral,
+    Resource,
     Response,
     Score,
     Student,
@@ -224,6 +229,19 @@ def add_student_with_history(session, school, klass, name: str, id_number: str, 
     return student
 
 
+def add_casework(session, district, students) -> None:
+    """A partner and a resource; a referral, a parent contact and a consent per student (plugins.partners)."""
+    partner = Partner(district_id=district.id, kind="police", name="派出所")
+    session.add_all([partner, Resource(code="r1", kind="course", title="课程", audience="students")])
+    session.flush()
+    for student in students:
+        case_id = session.query(Case.id).filter(Case.student_id == student.id).scalar()
+        session.add(Referral(case_id=case_id, kind="police", partner_id=partner.id, sent_by="x"))
+        session.add(ParentContact(case_id=case_id, by="x", channel="phone", content="c"))
+        session.add(GuardianConsent(student_id=student.id, purpose="referral", decision="granted", recorded_by="x"))
+    session.flush()
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """The app and the ids of what it holds: two schools, a student in each, three users."""
@@ -237,6 +255,7 @@ def world(tmp_path_factory):
         school_b, class_b = add_school(session, district, "b")
         student_a = add_student_with_history(session, school_a, class_a, NAME_A, ID_A, "001")
         student_b = add_student_with_history(session, school_b, class_b, NAME_B, ID_B, "002")
+        add_casework(session, district, (student_a, student_b))
         create_user(session, "alice", PASSWORD, "principal", school_a)
         create_user(session, "boss", PASSWORD, "bureau_admin", city)
         session.add(User(username="nobody", password_hash=hash_password(PASSWORD)))

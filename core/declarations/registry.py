@@ -7,6 +7,7 @@ Layout under each root directory::
     rules/alerts/*.yaml         kind: alert_rules
     rules/interventions/*.yaml  kind: intervention
     rules/imports/*.yaml        kind: import_profile
+    rules/interviews/*.yaml     kind: interview_form
     norms/*.yaml                kind: norm_set         (at most one active per scale)
 
 Loading is all-or-nothing: :func:`load_declarations` returns a complete
@@ -29,7 +30,14 @@ from xinshu.declarations.loader import LoadedFile, read_declaration
 from xinshu.declarations.validate import validate_data
 from xinshu.errors import DeclarationError, DeclarationsInvalid
 from xinshu.instruments import Instrument, build_instrument
-from xinshu.levels import InterventionTemplate, Levels, build_levels, build_template
+from xinshu.levels import (
+    InterventionTemplate,
+    InterviewForm,
+    Levels,
+    build_interview_form,
+    build_levels,
+    build_template,
+)
 from xinshu.norms import NormSet, build_norm_set_model
 from xinshu.profiles import ImportProfile, build_profile
 from xinshu.rules import Rule, RuleSet
@@ -39,6 +47,7 @@ FOLDERS = {
     "rules/alerts": "alert_rules",
     "rules/interventions": "intervention",
     "rules/imports": "import_profile",
+    "rules/interviews": "interview_form",
     "norms": "norm_set",
 }
 
@@ -59,6 +68,7 @@ class Declarations:
     norms: Mapping[str, NormSet]
     digest: str
     files: tuple[str, ...] = field(default_factory=tuple)
+    interview_forms: Mapping[str, InterviewForm] = field(default_factory=dict)
 
     def ruleset_for(self, instrument_id: str) -> RuleSet | None:
         for ruleset in self.rulesets.values():
@@ -73,11 +83,27 @@ class Declarations:
                 return norm
         return None
 
-    def template_for(self, level: int) -> InterventionTemplate:
+    def template_for(self, level: int, category: str = "general") -> InterventionTemplate:
+        """The intervention template for ``level`` and case ``category``; the
+        level's general template when no template has that category.
+
+        :raises KeyError: no template covers ``level``.
+        """
+        general = None
         for template in self.templates.values():
             if level in template.levels:
-                return template
-        raise KeyError(level)
+                if template.category == category:
+                    return template
+                if template.category == "general":
+                    general = template
+        if general is None:
+            raise KeyError(level)
+        return general
+
+    def categories_for(self, level: int) -> list[str]:
+        """The case categories that have a template at ``level`` (general first)."""
+        found = {t.category for t in self.templates.values() if level in t.levels}
+        return sorted(found, key=lambda c: (c != "general", c))
 
 
 def discover(roots: Iterable[Path]) -> list[tuple[Path, str, str]]:
@@ -164,6 +190,13 @@ def _build(loaded, scorers, channels, digest, errors) -> Declarations | None:
     templates = {f.data["id"]: build_template(f.data) for f in by_kind["intervention"]}
     errors.extend(semantics.unique_ids(by_kind["intervention"], "intervention template"))
     errors.extend(semantics.check_template_coverage(by_kind["intervention"], levels_file))
+    for file in by_kind["intervention"]:
+        errors.extend(semantics.check_template(file))
+    forms = {}
+    for file in by_kind["interview_form"]:
+        errors.extend(semantics.check_interview_form(file))
+        forms[file.data["id"]] = build_interview_form(file.data)
+    errors.extend(semantics.unique_ids(by_kind["interview_form"], "interview form"))
     profiles = {}
     for file in by_kind["import_profile"]:
         errors.extend(semantics.check_profile(file, instruments))
@@ -176,7 +209,7 @@ def _build(loaded, scorers, channels, digest, errors) -> Declarations | None:
     errors.extend(semantics.unique_ids(by_kind["norm_set"], "norm set"))
     errors.extend(semantics.one_active_norm(by_kind["norm_set"]))
     files = tuple(f.display for f, _ in loaded)
-    return Declarations(instruments, levels, rulesets, templates, profiles, norms, digest, files)
+    return Declarations(instruments, levels, rulesets, templates, profiles, norms, digest, files, forms)
 
 
 LOCAL_TEXT_SCHEMA = {

@@ -197,19 +197,60 @@ def unique_rule_ids(files: list[LoadedFile]) -> list[DeclarationError]:
 
 
 def check_template_coverage(files: list[LoadedFile], levels_file: LoadedFile) -> list[DeclarationError]:
-    """Each level at or above the case threshold has exactly one template."""
+    """Each level at or above the case threshold has exactly one general template,
+    and at most one template per level and case category."""
     threshold = levels_file.data["case_threshold"]
-    owner: dict[int, str] = {}
+    owner: dict[tuple[int, str], str] = {}
     errors = []
     for file in files:
+        category = file.data.get("category", "general")
         for i, level in enumerate(file.data["levels"]):
-            if level in owner:
-                errors.append(_err(file, ("levels", i), f"level {level} already has template {owner[level]!r}"))
-            owner.setdefault(level, file.data["id"])
+            key = (level, category)
+            if key in owner:
+                message = f"level {level} already has {category} template {owner[key]!r}"
+                errors.append(_err(file, ("levels", i), message))
+            owner.setdefault(key, file.data["id"])
     for level in range(threshold, 5):
-        if level not in owner:
-            message = f"no intervention template for level {level} (cases open at level {threshold} and above)"
+        if (level, "general") not in owner:
+            message = f"no general intervention template for level {level} (cases open at level {threshold} and above)"
             errors.append(_err(levels_file, ("case_threshold",), message))
+    return errors
+
+
+def check_template(file: LoadedFile) -> list[DeclarationError]:
+    """Task ids and exit-criterion ids are unique within the template."""
+    errors = []
+    for key, what in (("tasks", "task"), ("exit_criteria", "exit criterion")):
+        seen: set[str] = set()
+        for i, item in enumerate(file.data.get(key, [])):
+            if item["id"] in seen:
+                errors.append(_err(file, (key, i, "id"), f"duplicate {what} id {item['id']!r}"))
+            seen.add(item["id"])
+    return errors
+
+
+CHOICE_TYPES = ("choice", "multi")
+
+
+def check_interview_form(file: LoadedFile) -> list[DeclarationError]:
+    """Field ids are unique; choice and multi fields have options (with unique
+    ids) and no other field type has any."""
+    errors = []
+    seen: set[str] = set()
+    for i, item in enumerate(file.data["fields"]):
+        if item["id"] in seen:
+            errors.append(_err(file, ("fields", i, "id"), f"duplicate field id {item['id']!r}"))
+        seen.add(item["id"])
+        options = item.get("options")
+        if item["type"] in CHOICE_TYPES and not options:
+            errors.append(_err(file, ("fields", i), f"a {item['type']} field needs options"))
+        elif item["type"] not in CHOICE_TYPES and options is not None:
+            errors.append(_err(file, ("fields", i, "options"), f"a {item['type']} field takes no options"))
+        option_ids: set[str] = set()
+        for o, option in enumerate(options or []):
+            if option["id"] in option_ids:
+                errors.append(_err(file, ("fields", i, "options", o, "id"), f"duplicate option id {option['id']!r}"))
+            option_ids.add(option["id"])
     return errors
 
 

@@ -23,7 +23,7 @@ from referencing.exceptions import Unresolvable
 from xinshu.declarations.loader import LoadedFile, format_path, key_line
 from xinshu.errors import DeclarationError
 
-KINDS = ("instrument", "levels", "alert_rules", "intervention", "import_profile", "norm_set")
+KINDS = ("instrument", "levels", "alert_rules", "intervention", "import_profile", "norm_set", "interview_form")
 
 
 @cache
