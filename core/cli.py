@@ -716,5 +716,17 @@ def _num(value: float | None) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:.4g}"
 
 
+def _register_plugin_commands() -> None:
+    """Let plugins add commands (the ``register_commands`` hook)."""
+    from xinshu.plugin_manager import get_plugin_manager
+    from xinshu.services import config_from_env, plugin_options
+
+    with _reporting():
+        pm = get_plugin_manager(**plugin_options(config_from_env({})))
+        pm.hook.register_commands(cli=main)
+
+
+_register_plugin_commands()
+
 if __name__ == "__main__":  # pragma: no cover
     main()

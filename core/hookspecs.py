@@ -36,6 +36,7 @@ __all__ = [
     "notification_attempted",
     "register_admin_views",
     "register_channels",
+    "register_commands",
     "register_declaration_dirs",
     "register_scorers",
     "warning_raised",
@@ -76,6 +77,19 @@ def register_declaration_dirs() -> list[str]:
     the project's own. Files are validated exactly like the project's.
 
     :return: a list of filesystem paths (``str`` or ``os.PathLike``).
+    """
+
+
+@hookspec
+def register_commands(cli: Any) -> None:
+    """Add commands or command groups to the ``xinshu`` command line.
+
+    Called once when :mod:`xinshu.cli` is imported, with the plugins chosen by
+    ``XINSHU_PLUGINS``, ``XINSHU_BLOCK_PLUGINS`` and ``XINSHU_LOAD_PLUGINS``
+    (datasette's ``register_commands`` works the same way).
+
+    :param cli: the ``xinshu`` :class:`click.Group`; use ``@cli.command()`` or
+        ``cli.add_command(...)``.
     """
 
 

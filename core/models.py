@@ -85,6 +85,13 @@ class User(Base):
     email: Mapped[str | None] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    #: Consecutive failed logins since the last success (lockout, security.md B4).
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: Login is refused until this time (naive UTC) after too many failures.
+    locked_until: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    #: Last day the account may log in (Asia/Shanghai date); None = no expiry (A11).
+    expires_on: Mapped[dt.date | None] = mapped_column(Date)
+    last_login_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     roles: Mapped[list[RoleAssignment]] = relationship(back_populates="user", cascade="all, delete-orphan")
 
     # Flask-Login protocol
@@ -140,7 +147,11 @@ class Student(Base):
     student_number: Mapped[str | None] = mapped_column(String(32), unique=True)
     school_student_no: Mapped[str | None] = mapped_column(String(32))
     grade_level: Mapped[int] = mapped_column(Integer)
+    #: Calendar year the student entered the current school stage (学段), e.g. 2025.
+    entry_year: Mapped[int | None] = mapped_column(Integer)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: ``enrolled``, ``graduated``, ``left`` (withdrawn) or ``erased`` (data deleted on request).
+    status: Mapped[str] = mapped_column(String(16), default="enrolled", server_default="enrolled")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
     school: Mapped[OrgUnit] = relationship(foreign_keys=[school_id])
@@ -184,6 +195,7 @@ class Response(Base):
     #: ``scored``, or ``retest`` when a validity indicator fired.
     status: Mapped[str] = mapped_column(String(16), default="scored")
     duration_seconds: Mapped[float | None] = mapped_column(Float)
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaign.id"), index=True)
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("import_batch.id"))
     dedupe_key: Mapped[str] = mapped_column(String(64), unique=True)
     submitted_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
@@ -537,6 +549,8 @@ class GuardianConsent(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     student_id: Mapped[int] = mapped_column(ForeignKey("student.id"), index=True)
     case_id: Mapped[int | None] = mapped_column(ForeignKey("case_file.id"))
+    #: The screening campaign this consent covers (purpose ``screening``).
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaign.id"), index=True)
     purpose: Mapped[str] = mapped_column(String(40))
     decision: Mapped[str] = mapped_column(String(16))
     guardian_relation: Mapped[str] = mapped_column(String(20), default="")
@@ -567,3 +581,132 @@ class SchedulerLease(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(120))
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class Enrolment(Base):
+    """One stretch of a student's enrolment: school, class and grade from ``started_at``
+    until ``ended_at`` (None while current). Roster imports, the school-year
+    rollover and transfers close the current row and open a new one, so a
+    transferred student's history stays with the student (and so with the new school).
+    """
+
+    __tablename__ = "enrolment"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    student_id: Mapped[int] = mapped_column(ForeignKey("student.id"), index=True)
+    school_id: Mapped[int] = mapped_column(ForeignKey("org_unit.id"), index=True)
+    class_id: Mapped[int | None] = mapped_column(ForeignKey("org_unit.id"))
+    grade_level: Mapped[int] = mapped_column(Integer)
+    #: School year as ``2026-2027`` (starts 1 September, Asia/Shanghai).
+    school_year: Mapped[str] = mapped_column(String(9))
+    #: Why the row was opened: ``import``, ``move``, ``rollover``, ``transfer``.
+    reason: Mapped[str] = mapped_column(String(16))
+    #: Why the row was closed: ``move``, ``rollover``, ``transfer``, ``graduated``, ``left``.
+    end_reason: Mapped[str | None] = mapped_column(String(16))
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    actor: Mapped[str] = mapped_column(String(80), default="system")
+
+
+class AuditEvent(Base):
+    """One audited action: who, when, what, from where and with what result.
+
+    Append-only: the database refuses UPDATE, and DELETE of rows younger than
+    183 days (triggers from migration 0004, security.md I2/I3; CSL Art. 21
+    requires network logs kept at least six months). Never holds names, ID
+    numbers or answers: objects are named by type and id.
+    """
+
+    __tablename__ = "audit_event"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    actor_id: Mapped[int | None] = mapped_column(Integer)
+    actor: Mapped[str] = mapped_column(String(80), default="")
+    #: ``read``, ``export``, ``create``, ``update``, ``delete``, ``login``, ``break_glass`` ...
+    action: Mapped[str] = mapped_column(String(32), index=True)
+    object_type: Mapped[str] = mapped_column(String(40), default="")
+    object_id: Mapped[str] = mapped_column(String(64), default="")
+    #: ``ok``, ``denied`` or ``failed``.
+    outcome: Mapped[str] = mapped_column(String(16), default="ok")
+    ip: Mapped[str] = mapped_column(String(64), default="")
+    endpoint: Mapped[str] = mapped_column(String(255), default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Campaign(Base):
+    """A screening campaign (测评活动): which scales, for which org unit, when, and
+    on what legal basis (PIPL Art. 13: consent, or statutory duty with the
+    documented basis ``legal_basis_ref``). With basis ``consent`` a student
+    under 14 may answer only with a guardian's consent (PIPL Art. 31).
+    """
+
+    __tablename__ = "campaign"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    org_unit_id: Mapped[int] = mapped_column(ForeignKey("org_unit.id"), index=True)
+    instruments: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    opens_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    closes_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    #: ``consent`` or ``statutory_duty``.
+    legal_basis: Mapped[str] = mapped_column(String(20))
+    legal_basis_ref: Mapped[str] = mapped_column(Text, default="")
+    purpose: Mapped[str] = mapped_column(Text, default="")
+    #: Screening results of this campaign are deleted or de-identified after this many days.
+    retention_days: Mapped[int] = mapped_column(Integer, default=3 * 365)
+    created_by: Mapped[str] = mapped_column(String(80), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    org_unit: Mapped[OrgUnit] = relationship()
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class DataRequest(Base):
+    """A guardian's or student's request to correct or delete data (Minors
+    Protection Law Art. 72), tracked from receipt to completion."""
+
+    __tablename__ = "data_request"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    student_id: Mapped[int] = mapped_column(ForeignKey("student.id"), index=True)
+    #: ``correction`` or ``deletion``.
+    kind: Mapped[str] = mapped_column(String(16))
+    #: ``received``, ``approved``, ``rejected``, ``done``.
+    status: Mapped[str] = mapped_column(String(16), default="received")
+    requester_relation: Mapped[str] = mapped_column(String(20), default="")
+    channel: Mapped[str] = mapped_column(String(20), default="")
+    details: Mapped[str] = mapped_column(Text, default="")
+    received_by: Mapped[str] = mapped_column(String(80))
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    due_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    decided_by: Mapped[str | None] = mapped_column(String(80))
+    decided_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    decision_reason: Mapped[str] = mapped_column(Text, default="")
+    #: The legal exception under which some data is kept (e.g. an open crisis case).
+    legal_exception: Mapped[str] = mapped_column(Text, default="")
+    completed_by: Mapped[str | None] = mapped_column(String(80))
+    completed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    student: Mapped[Student] = relationship()
+
+
+class DeclarationVersion(Base):
+    """Every saved version of a declaration file edited in the back office
+    (instrument, alert rules, intervention template, import profile ...).
+
+    ``relpath`` is relative to the declarations root (``rules/alerts/phq9.yaml``);
+    ``status`` is ``draft``, ``active``, ``superseded`` or ``rejected``.
+    """
+
+    __tablename__ = "declaration_version"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    relpath: Mapped[str] = mapped_column(String(255), index=True)
+    content: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="draft")
+    author: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    activated_by: Mapped[str | None] = mapped_column(String(80))
+    activated_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    backtest: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -43,6 +43,7 @@ def test_all_lists_exactly_the_hookspecs() -> None:
         "notification_attempted",
         "register_admin_views",
         "register_channels",
+        "register_commands",
         "register_declaration_dirs",
         "register_scorers",
         "warning_raised",

@@ -289,6 +289,7 @@ def test_list_plugins_names_the_sample_plugin_and_its_hooks(services: Services) 
             "notification_attempted",
             "register_admin_views",
             "register_channels",
+            "register_commands",
             "register_declaration_dirs",
             "register_scorers",
             "warning_raised",
@@ -316,6 +317,23 @@ def test_hook_register_admin_views(tmp_path: Path) -> None:
     assert response.status_code == 302
     assert response.headers["Location"].startswith("/login?next=")
     app.extensions["xinshu"].db.dispose()
+
+
+def test_hook_register_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    import click
+    from click.testing import CliRunner
+
+    from xinshu.plugin_manager import get_plugin_manager
+
+    group = click.Group("xinshu")
+    get_plugin_manager(extra_modules=["xinshu_sample_plugin"]).hook.register_commands(cli=group)
+    result = CliRunner().invoke(group, ["sample-hello", "城东"])
+    assert result.exit_code == 0, result.output
+    assert result.output == "hello 城东 from the sample plugin\n"
+    # The real command line calls the hook at import with the configured plugins.
+    from xinshu import cli
+
+    assert "sample-hello" not in cli.main.commands  # XINSHU_LOAD_PLUGINS=xinshu in tests: not loaded
 
 
 def test_hook_warning_raised(services: Services) -> None:

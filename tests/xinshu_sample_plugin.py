@@ -141,6 +141,17 @@ def register_admin_views(admin: Any, db: Any, app: Any) -> None:
 
 
 @hookimpl
+def register_commands(cli: Any) -> None:
+    import click
+
+    @cli.command("sample-hello")
+    @click.argument("name")
+    def sample_hello(name: str) -> None:
+        """Greet NAME (the sample plugin's command)."""
+        click.echo(f"hello {name} from the sample plugin")
+
+
+@hookimpl
 def warning_raised(warning: Any, session: Any) -> None:
     raised_warnings.append(
         WarningSeen(warning.id, warning.student_id, warning.level, warning.rule_id, in_session=warning in session)

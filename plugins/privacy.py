@@ -1,0 +1,3 @@
+"""Privacy of minors' data: campaigns with their legal basis, guardian consent per campaign,
+correction and deletion requests, the retention job and de-identified exports.
+"""
