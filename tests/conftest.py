@@ -51,3 +51,12 @@ def org(services):
         add_org_unit(session, "S1", "一中", "school", d1)
         add_org_unit(session, "S2", "二中", "school", d2)
     return {"city": "C01", "districts": ("D01", "D02"), "schools": ("S1", "S2")}
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Print the security figures collected by the security tests (tests/security_summary.py)."""
+    import security_summary
+
+    terminalreporter.section("xinshu security summary")
+    for line in security_summary.lines():
+        terminalreporter.write_line(line)
