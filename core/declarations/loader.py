@@ -7,6 +7,10 @@ constructed from that same tree. Hardening (security.md E1, E2):
 * only the safe loader is used, so ``!!python/...`` tags are refused;
 * files over :data:`MAX_BYTES` are refused before parsing;
 * anchors and aliases are refused (no alias-expansion bombs);
+* explicit tags other than the core ones (``!!str``, ``!!int`` ...) are refused
+  by name and line before anything is constructed;
+* collections nested deeper than :data:`MAX_DEPTH` are refused before PyYAML's
+  recursive composer sees them (no ``RecursionError``, security.md E5);
 * duplicate mapping keys are refused, naming both lines;
 * timestamps stay strings (``2025-09-01`` is not turned into a ``date``), the
   dbt "custom type rule" problem.
@@ -23,6 +27,10 @@ import yaml
 from xinshu.errors import DeclarationError
 
 MAX_BYTES = 1_000_000
+#: Deepest nesting of mappings and sequences accepted (the project's files nest 7 deep).
+MAX_DEPTH = 32
+#: Explicit tags accepted: the YAML core schema's, nothing that constructs objects.
+SAFE_TAGS = frozenset(f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "seq", "map"))
 
 
 class DeclarationLoader(yaml.SafeLoader):
@@ -68,9 +76,9 @@ def read_declaration(path: Path, display: str) -> tuple[LoadedFile | None, list[
 def parse_text(text: str, path: Path, display: str) -> tuple[LoadedFile | None, list[DeclarationError]]:
     """Parse YAML text already read; see :func:`read_declaration`."""
     try:
-        alias_error = _find_alias(text, display)
-        if alias_error:
-            return None, [alias_error]
+        refused = _refused_event(text, display)
+        if refused:
+            return None, [refused]
         loader = DeclarationLoader(text)
         try:
             root = loader.get_single_node()
@@ -89,12 +97,29 @@ def parse_text(text: str, path: Path, display: str) -> tuple[LoadedFile | None, 
     return LoadedFile(path, display, data, root, text), []
 
 
-def _find_alias(text: str, display: str) -> DeclarationError | None:
+def _refused_event(text: str, display: str) -> DeclarationError | None:
+    """The first construct refused before composing: an anchor or alias, a tag
+    outside :data:`SAFE_TAGS`, or nesting deeper than :data:`MAX_DEPTH`.
+
+    PyYAML's event parser is iterative, so this scan is safe on any input; it
+    stops at the first problem.
+    """
+    depth = 0
     for event in yaml.parse(text, Loader=DeclarationLoader):
-        anchor = getattr(event, "anchor", None)
-        if isinstance(event, yaml.AliasEvent) or anchor:
-            line = event.start_mark.line + 1
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
             return DeclarationError(display, line, "", "YAML anchors and aliases are not allowed")
+        tag = getattr(event, "tag", None)
+        if tag is not None and tag not in SAFE_TAGS:
+            return DeclarationError(
+                display, line, "", f"YAML syntax: unknown tag {tag!r} (only plain YAML values are allowed)"
+            )
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return DeclarationError(display, line, "", f"nested more than {MAX_DEPTH} levels deep")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
     return None
 
 

@@ -144,6 +144,7 @@ def check_alert_rules(file: LoadedFile, instruments: Mapping[str, Instrument]) -
             if problem:
                 errors.append(_err(file, ("rules", r, "when"), problem))
         errors.extend(_band_names(file, ("rules", r, "when"), rule["when"], instruments, default))
+        errors.extend(_thresholds(file, ("rules", r, "when"), rule["when"], instruments, default))
     return errors
 
 
@@ -180,6 +181,46 @@ def _band_names(file, path, cond, instruments, default) -> list[DeclarationError
             if band not in known:
                 errors.append(_err(file, (*path, "in", i), f"no band {band!r} (known: {', '.join(known)})"))
     return errors
+
+
+COMPARISONS = ("gte", "gt", "lte", "lt", "eq")
+
+
+def _thresholds(file, path, cond, instruments, default) -> list[DeclarationError]:
+    """A raw-score or answer threshold outside the values the score can take
+    (e.g. ``{scale: total, gte: 30}`` on the PHQ-9, 0–27) is a typo, not a rule."""
+    errors = []
+    for key in ("all", "any", "of"):
+        for i, sub in enumerate(cond.get(key, [])):
+            errors.extend(_thresholds(file, (*path, key, i), sub, instruments, default))
+    if "not" in cond:
+        errors.extend(_thresholds(file, (*path, "not"), cond["not"], instruments, default))
+    instrument = instruments.get(cond.get("instrument", default) or "")
+    span = score_span(instrument, cond) if instrument is not None else None
+    if span is None:
+        return errors
+    low, high = span
+    for op in COMPARISONS:
+        if op in cond and not low <= cond[op] <= high:
+            message = f"threshold {cond[op]:g} is outside the possible values {low:g}–{high:g}"
+            errors.append(_err(file, (*path, op), message))
+    return errors
+
+
+def score_span(instrument: Instrument, cond: dict) -> tuple[float, float] | None:
+    """``(lowest, highest)`` value of an ``item`` leaf's answer or a ``scale`` leaf's
+    raw score (``sum`` scales only, times ``options.multiply``); None otherwise."""
+    if isinstance(cond.get("item"), str) and cond["item"] in instrument.item_ids:
+        item = instrument.item(cond["item"])
+        return item.min_value, item.max_value
+    if isinstance(cond.get("scale"), str) and cond["scale"] in {s.id for s in instrument.scales}:
+        scale = instrument.scale(cond["scale"])
+        if scale.method != "sum":
+            return None
+        factor = scale.options.get("multiply", 1)
+        items = [instrument.item(i) for i in scale.items]
+        return factor * sum(i.min_value for i in items), factor * sum(i.max_value for i in items)
+    return None
 
 
 def unique_rule_ids(files: list[LoadedFile]) -> list[DeclarationError]:
