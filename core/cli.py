@@ -109,17 +109,54 @@ def add_user_cmd(
 @main.command("import-roster")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--school", "school_code", required=True, help="School org-unit code.")
+@click.option("--preview", is_flag=True, help="Show what the import would do (counts, rows, ids); write nothing.")
+@click.option("--year", "school_year", help="School year the roster is for, e.g. 2026-2027 (default: the current one).")
+@click.option("--mark-missing-left", is_flag=True, help="Mark enrolled students the file does not name as left (离校).")
+@click.option("--actor", default="cli", show_default=True, help="Who imports (enrolment history and audit log).")
 @click.option("--database", help="Database URL (default: XINSHU_DATABASE_URL or ./instance/xinshu.db).")
-def import_roster_cmd(file: Path, school_code: str, database: str | None) -> None:
-    """Import a school roster (.xlsx); all-or-nothing."""
-    from xinshu.rosters import import_roster
+def import_roster_cmd(
+    file: Path,
+    school_code: str,
+    preview: bool,
+    school_year: str | None,
+    mark_missing_left: bool,
+    actor: str,
+    database: str | None,
+) -> None:
+    """Import a school roster (.xlsx or .csv); all-or-nothing. With --preview nothing is written."""
+    from xinshu.rosters import import_roster, preview_roster
 
     services = _services(DATABASE_URL=database)
     services.db.create_all()
     with _reporting():
+        if preview:
+            with services.db.sessionmaker() as session:
+                plan = preview_roster(session, file, school_code, school_year=school_year)
+                session.rollback()
+            click.echo(json.dumps(_preview_summary(plan), ensure_ascii=False))
+            return
         with services.db.transaction() as session:
-            result = import_roster(session, file, school_code)
+            result = import_roster(
+                session, file, school_code, school_year=school_year, actor=actor, mark_missing_left=mark_missing_left
+            )
         click.echo(json.dumps(result.as_dict(), ensure_ascii=False))
+
+
+def _preview_summary(plan) -> dict:
+    """A roster preview as counts, row numbers and student ids (no names: the output may end up in logs)."""
+    rows = {
+        kind: [{"row": r.row, "student_id": r.student_id, "fields": list(r.fields)} for r in plan.of_kind(kind)]
+        for kind in ("new", "changed", "moved")
+    }
+    return {
+        "school": plan.school,
+        "school_year": plan.school_year,
+        "counts": plan.counts(),
+        "already_imported": plan.already_imported,
+        "rows": rows,
+        "missing": [m.student_id for m in plan.missing],
+        "classes_to_create": plan.classes_to_create,
+    }
 
 
 @main.command("import-answers")
@@ -127,13 +164,21 @@ def import_roster_cmd(file: Path, school_code: str, database: str | None) -> Non
 @click.option("--instrument", "instrument_id", required=True)
 @click.option("--profile", "profile_id", required=True)
 @click.option("--school", "school_code", help="Match respondents within this school only.")
+@click.option("--campaign", "campaign_code", help="File the answers under this campaign (window and consent gate).")
 @click.option("--database", help="Database URL.")
 @click.option("--no-dispatch", is_flag=True, help="Queue notifications without delivering them now.")
 def import_answers_cmd(
-    file: Path, instrument_id: str, profile_id: str, school_code: str | None, database: str | None, no_dispatch: bool
+    file: Path,
+    instrument_id: str,
+    profile_id: str,
+    school_code: str | None,
+    campaign_code: str | None,
+    database: str | None,
+    no_dispatch: bool,
 ) -> None:
     """Import answers, score them, warn, open cases and queue notifications."""
     from xinshu.answers import import_answers
+    from xinshu.campaigns import get_campaign
     from xinshu.dispatch import dispatch_pending
     from xinshu.rosters import get_school
 
@@ -142,8 +187,11 @@ def import_answers_cmd(
     with _reporting():
         with services.db.transaction() as session:
             school_id = get_school(session, school_code).id if school_code else None
-            result = import_answers(session, services, file, instrument_id, profile_id, school_id)
+            campaign = get_campaign(session, campaign_code) if campaign_code else None
+            result = import_answers(session, services, file, instrument_id, profile_id, school_id, campaign)
         summary = result.as_dict()
+        if campaign is not None:  # the legal basis the responses were stored under (J1)
+            summary["campaign"] = {k: getattr(campaign, k) for k in ("code", "legal_basis", "legal_basis_ref")}
         if not no_dispatch:
             summary["dispatch"] = dispatch_pending(services).as_dict()
         click.echo(json.dumps(summary, ensure_ascii=False))

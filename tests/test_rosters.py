@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from xinshu.cli import main
 from xinshu.errors import ImportRejected
-from xinshu.models import OrgUnit, Student
+from xinshu.models import Enrolment, OrgUnit, Student
 from xinshu.rosters import import_roster
 
 WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -192,3 +192,28 @@ def test_a_column_the_file_lacks_changes_nothing(services, org, tmp_path):
     assert (result.created, result.updated, result.unchanged) == (0, 0, 2)
     with services.db.sessionmaker() as session:
         assert sorted(session.scalars(select(Student.student_number))) == sorted("G" + r[2] for r in rows)
+
+
+def test_student_who_left_another_school_needs_a_transfer(services, org, tmp_path):
+    rows = _rows(1)
+    with services.db.transaction() as session:
+        import_roster(session, write_xlsx(tmp_path / "a.xlsx", HEADER, rows), "S1")
+        student = session.scalar(select(Student))
+        student.status, student.active = "graduated", False
+    header = ["班别", "姓名", "证件号码", "性别", "年级"]  # ID column under an alias; no 学籍号 column
+    with pytest.raises(ImportRejected) as info, services.db.transaction() as session:
+        import_roster(session, write_xlsx(tmp_path / "b.xlsx", header, [rows[0][:5]]), "S2")
+    assert [str(e) for e in info.value.errors] == [
+        "Sheet!第2行 列“证件号码”: 该学生曾在其他学校就读（已毕业或离校）；转入本校请由区或市管理员办理转学"
+    ]
+
+
+def test_first_import_opens_an_enrolment_row_per_student(services, org, tmp_path):
+    with services.db.transaction() as session:
+        import_roster(session, write_xlsx(tmp_path / "a.xlsx", HEADER, _rows(3)), "S1", school_year="2026-2027")
+    with services.db.sessionmaker() as session:
+        rows = session.execute(
+            select(Enrolment.reason, Enrolment.school_year, Enrolment.grade_level, Enrolment.ended_at)
+        )
+        assert sorted(rows) == [("import", "2026-2027", 7, None)] * 3
+        assert sorted(session.scalars(select(Student.entry_year))) == [2026] * 3  # 初一 in 2026-2027
