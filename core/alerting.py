@@ -47,9 +47,16 @@ class Outcome:
     case_opened: bool = False
 
 
-def dedupe_key(instrument_id: str, student_id: int, answers: Mapping[str, Any]) -> str:
-    """SHA-256 over instrument, student and the canonical answers."""
-    canonical = json.dumps({"i": instrument_id, "s": student_id, "a": answers}, sort_keys=True)
+def dedupe_key(instrument_id: str, student_id: int, answers: Mapping[str, Any], campaign_id: int | None = None) -> str:
+    """SHA-256 over instrument, student, the canonical answers and (when given) the campaign.
+
+    Without a campaign the key is what it always was; with one, the same answers given in
+    two campaigns are two responses.
+    """
+    data: dict[str, Any] = {"i": instrument_id, "s": student_id, "a": answers}
+    if campaign_id is not None:
+        data["c"] = campaign_id
+    canonical = json.dumps(data, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -63,17 +70,20 @@ def record_response(
     source: str,
     batch_id: int | None = None,
     seconds: float | None = None,
+    campaign_id: int | None = None,
 ) -> Outcome:
     """Store, score and evaluate one response (no commit).
 
     :param answers: item id -> value (``None`` missing), already checked.
     :param raw_cells: the cells as they were in the file, kept verbatim.
     :param seconds: completion time in seconds, when known (validity check).
+    :param campaign_id: the campaign the response is filed under (its legal basis and retention);
+        the caller has checked :func:`xinshu.campaigns.answer_allowed`.
     :raises AnswerError: an answer outside the item's options.
     """
     decls = services.declarations
     instrument = decls.instruments[instrument_id]
-    key = dedupe_key(instrument_id, student.id, answers)
+    key = dedupe_key(instrument_id, student.id, answers, campaign_id)
     if session.scalar(select(Response.id).where(Response.dedupe_key == key)) is not None:
         return Outcome(None, None, duplicate=True)
     result = score_response(instrument, answers, services.scorers(), seconds)
@@ -92,6 +102,7 @@ def record_response(
         dedupe_key=key,
         status="scored" if result.protocol_valid else "retest",
         duration_seconds=seconds,
+        campaign_id=campaign_id,
     )
     session.add(response)
     for scale in result.scales.values():

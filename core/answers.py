@@ -3,11 +3,15 @@
 :func:`read_answers` turns a file into checked rows without touching the
 database (``xinshu score`` uses it as is). :func:`import_answers` also matches
 each respondent to a student and records every response through
-:func:`xinshu.alerting.record_response`, all-or-nothing.
+:func:`xinshu.alerting.record_response`, all-or-nothing. Given a campaign,
+every row must also pass the campaign's gate (window, enrolment, org unit,
+guardian consent; :mod:`xinshu.campaigns`): one refused row rejects the file,
+with a row error per refused row.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +21,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from xinshu.alerting import record_response
+from xinshu.campaigns import gate_rows, instrument_problem
 from xinshu.errors import ImportRejected, RowError, XinshuError
 from xinshu.instruments import Instrument
-from xinshu.models import ImportBatch, Student
+from xinshu.models import Campaign, ImportBatch, Student, utcnow
 from xinshu.profiles import CellError, ImportProfile
 from xinshu.scoring import AnswerError, check_answers
 from xinshu.services import Services
@@ -154,25 +159,40 @@ def import_answers(
     instrument_id: str,
     profile_id: str,
     school_id: int | None = None,
+    campaign: Campaign | None = None,
+    at: dt.datetime | None = None,
 ) -> AnswersResult:
     """Import an answer file; the caller commits. Nothing is added on error.
 
     :param school_id: restrict respondent matching to one school.
-    :raises ImportRejected: bad cells, unknown or ambiguous respondents.
+    :param campaign: file the responses under this campaign; every row must pass its gate
+        (:func:`xinshu.campaigns.answer_allowed`: window, enrolment, org unit, guardian consent).
+    :param at: the time the gate is checked at (aware, or naive UTC; default now).
+    :raises ImportRejected: bad cells, unknown or ambiguous respondents, rows the campaign refuses.
+    :raises XinshuError: the campaign does not include the instrument.
     """
     instrument, profile = resolve_profile(services, instrument_id, profile_id)
+    if campaign is not None and (problem := instrument_problem(campaign, instrument.id)):
+        raise XinshuError(problem)
     answer_file = read_answers(path, instrument, profile, collect=True)
     students, unmatched = _match_students(session, answer_file, profile, school_id)
-    errors = sorted(answer_file.errors + unmatched, key=lambda e: (e.row, e.column))
+    errors = answer_file.errors + unmatched
+    if campaign is not None:
+        matched = [(r.row, students[r.respondent]) for r in answer_file.rows if r.respondent in students]
+        gate_at = at or utcnow()
+        errors += gate_rows(session, campaign, matched, gate_at, profile.respondent_column, answer_file.sheet)
+    errors = sorted(errors, key=lambda e: (e.row, e.column))
     if errors:
         raise ImportRejected(errors)
     result = AnswersResult(rows=len(answer_file.rows), blank_rows=answer_file.blank_rows)
     batch = ImportBatch(kind="answers", filename=Path(path).name, file_sha256=answer_file.digest, rows=result.rows)
     session.add(batch)
     session.flush()
+    campaign_id = campaign.id if campaign is not None else None
     for row in answer_file.rows:
+        student = students[row.respondent]
         outcome = record_response(
-            session, services, students[row.respondent], instrument.id, row.answers, row.raw_cells, "import", batch.id
+            session, services, student, instrument.id, row.answers, row.raw_cells, "import", batch.id, None, campaign_id
         )
         if outcome.duplicate:
             result.duplicates += 1
