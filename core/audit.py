@@ -130,11 +130,16 @@ def record_read(
 ) -> AuditEvent:
     """Write and commit an audit row in its own transaction, before the data is shown.
 
+    Given a :class:`xinshu.db.Database`, the current thread's request session
+    is first ended if it has only read (:func:`end_read_transaction`), so that on
+    SQLite the request does not wait for its own write lock.
+
     :param factory: a ``sessionmaker`` or a :class:`xinshu.db.Database` (its ``sessionmaker`` is used).
     :raises AuditUnavailable: the row could not be committed (the caller must refuse the read).
     """
     maker = getattr(factory, "sessionmaker", factory)
     event = make_event(action, object_type, object_id, **kwargs)
+    _end_scoped_read(factory)
     try:
         with maker() as session, session.begin():
             session.add(event)
@@ -177,3 +182,47 @@ def purge_audit(session: Session, keep_days: int, now: dt.datetime | None = None
     cutoff = (now or utcnow()) - dt.timedelta(days=keep_days)
     result = session.execute(delete(AuditEvent).where(AuditEvent.at < cutoff))
     return int(result.rowcount or 0)
+
+
+def record_now(
+    factory: sessionmaker | Any, action: str, object_type: str = "", object_id: Any = "", **kwargs: Any
+) -> bool:
+    """Write and commit an audit row in its own transaction, never raising.
+
+    For events that go ahead whether or not they can be audited (a logout, a
+    refused request): a failure raises the operator alarm (see :func:`record_read`)
+    and returns False. Arguments are those of :func:`record_read`.
+
+    :return: True when the row was committed.
+    """
+    try:
+        record_read(factory, action, object_type, object_id, **kwargs)
+    except AuditUnavailable:
+        return False
+    return True
+
+
+def _end_scoped_read(factory: Any) -> None:
+    """End the read-only transaction of ``factory.session`` (a scoped session) in this thread, if any."""
+    scoped = getattr(factory, "session", None)
+    registry = getattr(scoped, "registry", None)
+    if registry is None or not registry.has():
+        return
+    session = scoped()
+    if session.in_transaction() and not (session.new or session.dirty or session.deleted):
+        session.commit()
+
+
+def end_read_transaction(session: Session) -> None:
+    """End the transaction of a session that has only read, so another connection can write.
+
+    On SQLite every transaction takes the write lock when it begins, so a
+    request whose session has read anything (the logged-in user, say) would
+    block its own :func:`record_read` or :func:`record_now` until the busy
+    timeout. Call this first; objects stay loaded (``expire_on_commit=False``).
+
+    :raises RuntimeError: the session holds unflushed changes (they must not be committed here).
+    """
+    if session.new or session.dirty or session.deleted:
+        raise RuntimeError("end_read_transaction() on a session with pending changes")
+    session.commit()

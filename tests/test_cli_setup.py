@@ -29,7 +29,7 @@ def test_org_units_and_user_from_the_cli(db_url):
     result = _run("add-org-unit", "S9", "重复", "--kind", "school", "--parent", "D9", "--database", db_url)
     assert result.exit_code == 1 and "already used" in result.stderr
     result = _run("add-user", "psy9", "--role", "psychology_teacher", "--org", "S9",
-                  "--password", "long-enough-pw", "--database", db_url)  # fmt: skip
+                  "--password", "Long-enough-pw-1", "--database", db_url)  # fmt: skip
     assert result.exit_code == 0, result.output
     result = _run(
         "add-user", "short", "--role", "principal", "--org", "S9", "--password", "short", "--database", db_url
