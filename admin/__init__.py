@@ -4,7 +4,8 @@
 the built-in views from :mod:`xinshu.admin.views`, then whatever plugins add
 through the ``register_admin_views`` hook. The package's ``templates/``
 directory (``admin/xinshu_*.html``) is made available to the application's
-Jinja loader.
+Jinja loader. A sensitive read whose audit row cannot be written is answered
+503 (:class:`xinshu.audit.AuditUnavailable`, security.md I4).
 """
 
 from __future__ import annotations
@@ -16,10 +17,14 @@ from flask import Blueprint, Flask
 from flask_admin import Admin
 from flask_admin.theme import Bootstrap4Theme
 
-from xinshu.admin.views import SecureIndexView, build_views
-
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 ADMIN_NAME = "心数 xinshu"
+
+
+def _audit_unavailable(_exc: Exception):
+    from xinshu.admin.access import AUDIT_DOWN_MESSAGE
+
+    return str(AUDIT_DOWN_MESSAGE), 503, {"Content-Type": "text/plain; charset=utf-8"}
 
 
 def init_admin(app: Flask, services: Any) -> Admin:
@@ -29,7 +34,12 @@ def init_admin(app: Flask, services: Any) -> Admin:
     :param services: the :class:`xinshu.services.Services` of the application.
     :return: the :class:`flask_admin.Admin` instance.
     """
+    # Imported here: the views import xinshu.auth, which imports TEMPLATE_DIR from this package.
+    from xinshu.admin.views import SecureIndexView, build_views
+    from xinshu.audit import AuditUnavailable
+
     app.register_blueprint(Blueprint("xinshu_admin", __name__, template_folder=str(TEMPLATE_DIR)))
+    app.register_error_handler(AuditUnavailable, _audit_unavailable)
     admin = Admin(
         app,
         name=ADMIN_NAME,

@@ -45,13 +45,12 @@ NOTIFICATION_STATUS_LABELS = {"pending": "待发送", "sent": "已发送", "dead
 GENDER_LABELS = {"M": "男", "F": "女"}
 JUDGEMENT_KIND_LABELS = {"confirm": "确认", "adjust": "调整", "override": "人工覆盖"}
 LEVEL_SOURCE_LABELS = {"rules": "规则", "person": "人工"}
+#: Shown instead of a note the user may not read.
+HIDDEN_TEXT = "（无权查看）"
 
 
 def choices(labels: dict[str, str]) -> list[tuple[str, str]]:
     return list(labels.items())
-
-
-# --- access -----------------------------------------------------------------
 
 
 def local_time(value: dt.datetime | None) -> str:
@@ -156,9 +155,9 @@ def fmt_role(view, context, model, name) -> str:
     return ROLE_LABELS.get(role, role or "")
 
 
-def fmt_scores(view, context, model, name) -> Markup:
+def _score_parts(response) -> list[tuple[str, str, str, str]]:
     parts = []
-    for score in sorted(model.scores, key=lambda s: s.scale):
+    for score in sorted(response.scores, key=lambda s: s.scale):
         raw = "—" if score.raw_score is None else f"{score.raw_score:g}"
         band = score.band or ("无效" if not score.valid else "—")
         norm = ""
@@ -166,7 +165,20 @@ def fmt_scores(view, context, model, name) -> Markup:
             norm = f" T={t_display(score.t_score)}"
         if score.percentile is not None:
             norm += f" PR={score.percentile:.0f}"
-        parts.append(Markup("<span class='text-nowrap'>{}={}/{}{}</span>").format(score.scale, raw, band, norm))
+        parts.append((score.scale, raw, band, norm))
+    return parts
+
+
+def scores_text(response) -> str:
+    """A response's scores as plain text, e.g. ``total=2/high T=55``."""
+    return "; ".join(f"{scale}={raw}/{band}{norm}" for scale, raw, band, norm in _score_parts(response))
+
+
+def fmt_scores(view, context, model, name) -> Markup:
+    parts = [
+        Markup("<span class='text-nowrap'>{}={}/{}{}</span>").format(scale, raw, band, norm)
+        for scale, raw, band, norm in _score_parts(model)
+    ]
     return Markup("; ").join(parts)
 
 
@@ -174,7 +186,8 @@ def fmt_inputs(view, context, model, name) -> Markup:
     return explain_inputs(model.inputs)
 
 
-def fmt_tasks(view, context, model, name) -> Markup:
+def fmt_tasks(view, context, model, name, roles: Iterable[str] | None = None) -> Markup:
+    """The case's plan tasks as a table; with ``roles``, only tasks owned by one of them."""
     rows = [
         (
             task.title,
@@ -185,26 +198,29 @@ def fmt_tasks(view, context, model, name) -> Markup:
             task.status,
         )
         for task in sorted(model.tasks, key=lambda t: (t.due_at, t.id))
+        if roles is None or task.owner_role in set(roles)
     ]
     return _table(("任务", "负责人", "步骤", "类别", "截止时间", "状态"), rows)
 
 
-def fmt_events(view, context, model, name) -> Markup:
+def fmt_events(view, context, model, name, show_reason: bool = True) -> Markup:
+    """The case timeline; the reasons (case notes) only with ``show_reason``."""
     rows = [
         (
             local_time(event.at),
             CASE_STATE_LABELS.get(event.from_state or "", event.from_state or "—"),
             CASE_STATE_LABELS.get(event.to_state, event.to_state),
             event.actor,
-            event.reason,
+            event.reason if show_reason else HIDDEN_TEXT,
         )
         for event in model.events
     ]
     return _table(("时间", "原状态", "新状态", "操作人", "原因"), rows)
 
 
-def fmt_level_history(view, context, model, name) -> Markup:
-    """The warning's level history (:class:`~xinshu.models.LevelChange` rows), oldest first."""
+def fmt_level_history(view, context, model, name, show_reasons: bool = True) -> Markup:
+    """The warning's level history (:class:`~xinshu.models.LevelChange` rows), oldest first;
+    a person's reasons (notes of the interview) only with ``show_reasons``."""
     stmt = select(LevelChange).where(LevelChange.warning_id == model.id).order_by(LevelChange.at, LevelChange.id)
     rows = []
     for change in view.session.scalars(stmt):
@@ -212,7 +228,7 @@ def fmt_level_history(view, context, model, name) -> Markup:
         if change.source == "person":
             kind = rule_id.partition(":")[2]
             who = f"{change.actor}（{JUDGEMENT_KIND_LABELS.get(kind, kind)}）" if kind else change.actor
-            reason = change.reason
+            reason = change.reason if show_reasons else HIDDEN_TEXT
         else:
             version = f" {change.ruleset_version}" if change.ruleset_version else ""
             who = f"{rule_id}{version}"
@@ -240,6 +256,3 @@ def fmt_link(view, context, model, name) -> Markup | str:
     if link.startswith("/") and not link.startswith("//") and "\\" not in link:
         return Markup("<a href='{}'>{}</a>").format(link, link)
     return link
-
-
-# --- base views -------------------------------------------------------------

@@ -12,6 +12,11 @@ like an unknown one. A report is recorded with :func:`xinshu.judgements.add_repo
 (which re-evaluates the student) and committed; the confirmation page (after a
 redirect, so reloading it does not report twice) says only whether a warning
 opened or rose, and at which level. Logs carry ids, never names.
+
+Both pages list students by name and the confirmation shows a warning level:
+each is audited (:func:`xinshu.admin.access.audit_read`) before it is
+rendered, and answered 503 when the audit row cannot be written (security.md
+I1, I4).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from wtforms import SelectField, SelectMultipleField, StringField, SubmitField, 
 from wtforms.validators import Length, Optional, ValidationError
 
 from xinshu.admin import TEMPLATE_DIR
-from xinshu.admin.views import MAX_ID
+from xinshu.admin.views import MAX_ID, audit_read
 from xinshu.errors import XinshuError
 from xinshu.judgements import add_report, report_categories
 from xinshu.models import OrgUnit, Student, User
@@ -201,13 +206,15 @@ def _report_page(source: str, form_class: type[QuickReportForm]):
             return redirect(url_for("reports.done"))
         error = "提交失败，请检查所填内容后重试"
     status = 400 if request.method == "POST" else 200  # a POST that gets here was refused
+    groups = student_groups(user)
+    audit_read("read", "student", "", page=f"report_{source}", students=sum(len(g[1]) for g in groups))
     return (
         render_template(
             "admin/xinshu_report.html",
             form=form,
             source=source,
             title=SOURCE_TITLES[source],
-            groups=student_groups(user),
+            groups=groups,
             category_choices=[(c, CATEGORY_LABELS.get(c, c)) for c in report_categories()],
             error=error,
         ),
@@ -242,7 +249,8 @@ def _record(user: User, student: Student, source: str, categories: list[str], no
         change.warning.id if change.warning is not None else "-",
         f"{event} at level {level}" if event else "unchanged",
     )
-    return {"source": source, "event": event, "level": level}
+    warning_id = change.warning.id if event and change.warning is not None else None
+    return {"source": source, "event": event, "level": level, "warning_id": warning_id}
 
 
 @bp.route("/done")
@@ -255,6 +263,7 @@ def done():
         return redirect(url_for("reports.teacher_report"))
     level = result.get("level")
     source = result.get("source") if result.get("source") in SOURCE_TITLES else "teacher"
+    audit_read("read", "warning", result.get("warning_id") or "", page="report_done")
     return render_template(
         "admin/xinshu_report_done.html",
         title="报告已提交",

@@ -8,8 +8,14 @@ edit, add), the principal's approval, the exit-criteria checklist, close and
 transfer, and the timeline.
 
 Every lookup goes through :func:`xinshu.scoping.scope_query`: a case outside
-the user's org units answers 404, like one that does not exist. Roles, held at
-the student's class or above:
+the user's scope answers 404, like one that does not exist (a district or
+bureau administrator sees only cases of escalated students). Every page that
+shows a case writes an audit row first (503 when it cannot, security.md I1,
+I4). What the case page shows follows :mod:`xinshu.permissions`: the
+interviews, the timeline's reasons, exit-criteria notes and the closing reason
+are notes (``notes``: the psychology teacher, others after a break-glass
+reason); the whole plan needs ``plan``, a class teacher sees the tasks of their
+own role (``actions``). Roles that act, held at the student's class or above:
 
 * ``psychology_teacher`` drives the case (transitions, interview, plan, exit
   criteria, close, transfer);
@@ -35,7 +41,7 @@ from sqlalchemy import select
 
 from xinshu import hookimpl
 from xinshu.admin.formatting import CASE_STATE_LABELS, ROLE_LABELS, current_services, level_badge, local_time
-from xinshu.admin.views import MAX_ID, SecureView, logged_in_user, role_covers
+from xinshu.admin.views import MAX_ID, SecureView, audit_read, logged_in_user, role_covers, student_access
 from xinshu.errors import XinshuError
 from xinshu.models import OPEN_CASE_STATES, ROLES, Case, Interview, User
 from xinshu.scoping import scope_query
@@ -83,6 +89,8 @@ SECTION_LABELS = {
 }
 #: Buttons drawn in red: they end the case or send it back.
 DANGER_EVENTS = ("close", "transfer", "relapse")
+#: Shown instead of a note the user may not read.
+HIDDEN_TEXT = "（受保护的个案记录：须有查看权限或登记查看理由）"
 
 
 def parse_local(value: str | None) -> dt.datetime | None:
@@ -181,6 +189,8 @@ class CaseWorkflowView(SecureView):
             .limit(LIST_LIMIT)
         )
         cases = list(self.session.scalars(stmt))
+        if cases:
+            audit_read("read", "case", "", page="caseflow", ids=[case.id for case in cases])
         return self.render(
             "admin/xinshu_case_workflow.html",
             case=None,
@@ -194,19 +204,29 @@ class CaseWorkflowView(SecureView):
     @expose("/case/<int:case_id>/")
     def case_view(self, case_id: int):
         case = self._case(case_id)
+        audit_read("read", "case", case.id, page="caseflow")
         services = current_services()
         user = logged_in_user()
+        access = student_access(case.student)
         template = case_template(services, case)
-        interviews = self.session.scalars(
-            select(Interview).where(Interview.case_id == case.id).order_by(Interview.at, Interview.id)
-        ).all()
+        interviews = []
+        if "notes" in access:
+            interviews = self.session.scalars(
+                select(Interview).where(Interview.case_id == case.id).order_by(Interview.at, Interview.id)
+            ).all()
         may_drive = self.may(user, DRIVE_ROLES, case)
         is_open = case.state in OPEN_CASE_STATES
         tasks = sorted(case.tasks, key=lambda t: (t.status != "open", t.due_at, t.id))
+        if "plan" not in access:
+            tasks = [t for t in tasks if "actions" in access and t.owner_role in access.roles]
         return self.render(
             "admin/xinshu_case_workflow.html",
             case=case,
             plan_template=template,
+            access=access,
+            may_notes="notes" in access,
+            may_plan="plan" in access,
+            hidden_text=HIDDEN_TEXT,
             is_open=is_open,
             may_drive=may_drive and is_open,
             may_approve=(
@@ -305,6 +325,7 @@ class CaseWorkflowView(SecureView):
                     owner_role=request.form.get("owner_role") or None,
                 ),
             )
+        audit_read("read", "case", case.id, page="task_edit")
         return self.render(
             "admin/xinshu_case_task.html",
             case=case,
@@ -402,6 +423,8 @@ class CaseWorkflowView(SecureView):
                 log.info("case %s: interview recorded by user id %s", case.id, user.id)
                 return self._done(case, "调研访谈已记录，进入制定方案")
         may_record = case.state in ("warned", "interviewing")
+        if request.method == "GET":
+            audit_read("read", "case", case.id, page="interview")
         return (
             self.render(
                 "admin/xinshu_case_interview.html",

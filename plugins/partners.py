@@ -15,10 +15,12 @@ form base class):
   read-only lists scoped like the case (or student) they belong to.
 
 Free text about a child (contact content and the parent's response, referral
-outcome and return plan, consent evidence) is shown only to holders of
-:data:`CASE_TEXT_ROLES` at the student's school or above it in the school's
-own chain (not to district or bureau administrators, who see that an entry
-exists, when and by whom).
+outcome and return plan, consent evidence, the timeline's entries) is a case
+note: it is shown only to users holding ``notes`` for the student
+(:mod:`xinshu.permissions`: the psychology teacher; principals, directors,
+class teachers and escalated district or bureau administrators after
+recording a break-glass reason). Others see that an entry exists, when and by
+whom. Every case page and list is audited before it is shown (security.md I1).
 
 The page 转介与家校沟通 (endpoint ``casedesk``) lists the open cases a user
 sees; ``/admin/casedesk/case/<id>/`` shows one case's referrals, parent
@@ -50,7 +52,7 @@ from xinshu.admin.formatting import (
     level_badge,
     local_time,
 )
-from xinshu.admin.views import SecureModelView, SecureView, logged_in_user, role_covers
+from xinshu.admin.views import SecureModelView, SecureView, audit_read, logged_in_user, role_covers, student_access
 from xinshu.errors import XinshuError
 from xinshu.models import (
     OPEN_CASE_STATES,
@@ -65,6 +67,7 @@ from xinshu.models import (
     Student,
     User,
 )
+from xinshu.permissions import has_capability
 from xinshu.referrals import (
     CODE_PATTERN,
     CONSENT_DECISIONS,
@@ -98,8 +101,6 @@ log = logging.getLogger(__name__)
 ACT_ROLES = ("psychology_teacher", "principal")
 #: Who may add to the parent ledger.
 CONTACT_ROLES = ("psychology_teacher", "class_teacher", "principal")
-#: Who reads the free text of ledger entries, referral outcomes and consent evidence.
-CASE_TEXT_ROLES = ("psychology_teacher", "class_teacher", "moral_education_director", "principal")
 #: Who edits the partner directory (for the districts under their org unit).
 PARTNER_EDITOR_ROLES = ("district_admin", "bureau_admin")
 #: Who edits the resource library.
@@ -108,7 +109,7 @@ RESOURCE_EDITOR_ROLES = ("bureau_admin",)
 TIMELINE_KINDS = ("referral", "contact", "consent")
 #: Open cases listed on the desk's index page.
 DESK_LIST_LIMIT = 200
-HIDDEN_TEXT = "（仅学校个案工作人员可见）"
+HIDDEN_TEXT = "（受保护的个案记录：须有查看权限或登记查看理由）"
 STEP_LABELS = {"acknowledged": "登记对方已接收", "outcome": "登记转介结果", "returned": "登记返校复学计划"}
 STEP_TEXT_LABELS = {
     "acknowledged": "备注（可选）",
@@ -151,8 +152,12 @@ def visible_case_ids(user: User | None):
 
 
 def may_read_text(user: User | None, student: Student | None) -> bool:
-    """True when ``user`` holds one of :data:`CASE_TEXT_ROLES` covering ``student``."""
-    return student is not None and role_covers(user, CASE_TEXT_ROLES, student)
+    """True when ``user`` holds ``notes`` for ``student`` now (a break-glass reason included)."""
+    if student is None or user is None:
+        return False
+    if user is logged_in_user():
+        return "notes" in student_access(student)
+    return has_capability(user, student, "notes")
 
 
 def _student_of(view: SecureModelView, model: Any) -> Student | None:
@@ -163,7 +168,7 @@ def _student_of(view: SecureModelView, model: Any) -> Student | None:
 
 
 def fmt_case_text(view, context, model, name) -> Markup | str:
-    """Free text, for holders of :data:`CASE_TEXT_ROLES` covering the student only."""
+    """Free text, for users holding ``notes`` for the student only."""
     value = getattr(model, name)
     if not value:
         return ""
@@ -339,13 +344,16 @@ class ResourceView(SecureModelView):
 
 
 class _CaseScopedView(SecureModelView):
-    """Rows belonging to a case: visible when the case is."""
+    """Rows belonging to a case: visible when the case is; reads audited."""
+
+    audit_list = True
 
     def _restrict(self, query):
         return query.filter(self.model.case_id.in_(visible_case_ids(logged_in_user())))
 
 
 class ReferralView(_CaseScopedView):
+    audit_type = "referral"
     column_list = ("id", "case_id", "kind", "partner", "status", "sent_by", "sent_at", "acknowledged_at",
                    "outcome_at", "returned_at")  # fmt: skip
     column_details_list = (*column_list, "outcome", "return_plan")
@@ -379,6 +387,7 @@ class ReferralView(_CaseScopedView):
 
 
 class ParentContactView(_CaseScopedView):
+    audit_type = "parent_contact"
     column_list = ("id", "case_id", "at", "by", "channel", "content", "parent_response")
     column_details_list = column_list
     column_labels: ClassVar[dict[str, str]] = {
@@ -402,6 +411,8 @@ class ParentContactView(_CaseScopedView):
 
 
 class GuardianConsentView(SecureModelView):
+    audit_type = "guardian_consent"
+    audit_list = True
     column_list = ("id", "student_id", "case_id", "purpose", "decision", "guardian_relation", "recorded_by", "at")
     column_details_list = (*column_list, "evidence")
     column_labels: ClassVar[dict[str, str]] = {
@@ -436,7 +447,7 @@ class GuardianConsentView(SecureModelView):
 
 
 class ReferForm(FlaskForm):
-    kind = SelectField("转介类型", choices=choices(REFERRAL_KINDS))
+    kind = SelectField("转介类型", choices=dict(REFERRAL_KINDS))
     partner = SelectField("合作机构", coerce=int, validate_choice=True)
     reason = TextAreaField(
         "转介理由",
@@ -452,7 +463,7 @@ class StepForm(FlaskForm):
 
 
 class ContactForm(FlaskForm):
-    channel = SelectField("沟通方式", choices=choices(CONTACT_CHANNELS))
+    channel = SelectField("沟通方式", choices=dict(CONTACT_CHANNELS))
     at = DateTimeLocalField("沟通时间（北京时间，默认现在）", format="%Y-%m-%dT%H:%M", validators=[Optional()])
     content = TextAreaField(
         "沟通内容", validators=[DataRequired(message="请填写沟通内容"), Length(max=MAX_TEXT, message="最多4000字")]
@@ -462,9 +473,9 @@ class ContactForm(FlaskForm):
 
 
 class ConsentForm(FlaskForm):
-    purpose = SelectField("事项", choices=choices(CONSENT_PURPOSES))
-    decision = RadioField("监护人决定", choices=choices(CONSENT_DECISIONS), validators=[DataRequired("请选择")])
-    relation = SelectField("监护人关系", choices=choices(GUARDIAN_RELATIONS))
+    purpose = SelectField("事项", choices=dict(CONSENT_PURPOSES))
+    decision = RadioField("监护人决定", choices=dict(CONSENT_DECISIONS), validators=[DataRequired("请选择")])
+    relation = SelectField("监护人关系", choices=dict(GUARDIAN_RELATIONS))
     evidence = TextAreaField(
         "凭证（签字同意书存档位置、谈话记录等）",
         validators=[DataRequired(message="请填写凭证"), Length(max=MAX_TEXT, message="最多4000字")],
@@ -490,6 +501,8 @@ class CaseDeskView(SecureView):
         )
         cases = list(self._session().scalars(stmt))
         ids = [case.id for case in cases]
+        if ids:
+            audit_read("read", "case", "", page="casedesk", ids=ids)
         open_referrals = self._counts(Referral, ids, Referral.status != "returned")
         contacts = self._counts(ParentContact, ids)
         return self.render(
@@ -506,7 +519,9 @@ class CaseDeskView(SecureView):
 
     @expose("/case/<int:case_id>/")
     def case_view(self, case_id: int):
-        return self._page(self._case(case_id))
+        case = self._case(case_id)
+        audit_read("read", "case", case.id, page="casedesk")
+        return self._page(case)
 
     @expose("/case/<int:case_id>/refer", methods=("POST",))
     def refer_view(self, case_id: int):
@@ -647,11 +662,11 @@ class CaseDeskView(SecureView):
 
     def _refer_form(self, case: Case) -> ReferForm:
         form = ReferForm(prefix="refer")
-        form.partner.choices = [
-            (p.id, f"[{REFERRAL_KINDS[p.kind]}] {p.name} {p.department}".strip())
+        form.partner.choices = {
+            p.id: f"[{REFERRAL_KINDS[p.kind]}] {p.name} {p.department}".strip()
             for p in self._district_partners(case)
             if p.kind in REFERRAL_KINDS
-        ]
+        }
         return form
 
     def _plan_resources(self, case: Case) -> list[tuple[PlanTask, list[tuple[str, Resource | None]]]]:
@@ -714,6 +729,7 @@ class CaseDeskView(SecureView):
                 may_act=may_act,
                 may_contact=role_covers(user, CONTACT_ROLES, student),
                 may_read=may_read_text(user, student),
+                break_glass=student_access(student).break_glass,
                 refer_form=forms.get("refer_form") or self._refer_form(case),
                 step_forms=step_forms,
                 contact_form=forms.get("contact_form") or ContactForm(prefix="contact", formdata=None),

@@ -51,7 +51,7 @@ from xinshu.referrals import (
 )
 from xinshu.services import PROJECT_ROOT
 
-PASSWORD = "correct horse battery staple"
+PASSWORD = "Correct horse battery 7"
 CSRF_INPUT = re.compile(r'name="([a-z0-9]*-?csrf_token)" type="hidden" value="([^"]+)"')
 PARTNERS_YAML = PROJECT_ROOT / "examples" / "partners" / "demo_partners.yaml"
 LIBRARY_YAML = PROJECT_ROOT / "examples" / "resources" / "library.yaml"
@@ -428,6 +428,10 @@ def site(tmp_path_factory):
                 resources=["parent-talk-emotions", "no-such-resource"],
             )
         )
+        # Case A's warning went unanswered to the district, case C's to the city (roles.md: district and
+        # bureau administrators see only escalated students); case B stays with its school.
+        cases["A"].warning.escalated_to = "district"
+        cases["C"].warning.escalated_to = "city"
         police = {d.code: session.scalar(select(Partner).where(Partner.district_id == d.id, Partner.kind == "police"))
                   for d in (d1, d2)}  # fmt: skip
         for name, district in (("A", "D01"), ("B", "D01"), ("C", "D02")):
@@ -477,8 +481,9 @@ def test_case_scoped_lists_never_show_another_schools_rows(site):
     app, ids = site
     assert [r.case_id for r in rows_as(app, "psy_a", "referral")] == [ids["case_A"]]
     assert [r.case_id for r in rows_as(app, "psy_b", "referral")] == [ids["case_B"]]
-    assert sorted(r.case_id for r in rows_as(app, "dist1", "referral")) == [ids["case_A"], ids["case_B"]]
-    assert len(rows_as(app, "boss", "referral")) == 3
+    assert [r.case_id for r in rows_as(app, "dist1", "referral")] == [ids["case_A"]]  # B was not escalated
+    assert [r.case_id for r in rows_as(app, "dist2", "referral")] == [ids["case_C"]]  # escalated to the city
+    assert [r.case_id for r in rows_as(app, "boss", "referral")] == [ids["case_C"]]
     assert rows_as(app, "psy_a", "parentcontact") == [] and rows_as(app, "psy_a", "consent") == []
     assert [r.case_id for r in rows_as(app, "psy_b", "parentcontact")] == [ids["case_B"]]
     assert [r.student_id for r in rows_as(app, "psy_b", "consent")] == [ids["student_B"]]
@@ -593,11 +598,12 @@ def test_case_page_refers_advances_and_records_with_csrf(site):
         timeline = events(session, case_id, "referral")
         assert [e.actor for e in timeline][-4:] == ["psy_a"] * 4
         assert [e.actor for e in events(session, case_id, "consent")] == ["psy_a"]
-    # Free text is for the school's case staff: the district admin sees that a result exists, not what it says.
+    # Free text is a case note: the (escalated) district admin sees that a result exists, not what it says.
     page = _desk(client, case_id)
     assert "诊断为抑郁发作" in page and f"转介 #{referral.id}（医院）：已转出；建议就医" in page  # the timeline
     district_page = _desk(client_for(app, "dist1"), case_id)
-    assert "诊断为抑郁发作" not in district_page and "仅学校个案工作人员可见" in district_page
+    assert "诊断为抑郁发作" not in district_page and "建议就医" not in district_page
+    assert "须有查看权限或登记查看理由" in district_page and 'id="break-glass-form"' in district_page
     assert 'id="refer-form"' not in district_page and 'id="contact-form"' not in district_page
 
 
@@ -623,11 +629,23 @@ def test_parent_contacts_by_class_teacher_but_no_referrals(site):
     with app.extensions["xinshu"].db.sessionmaker() as session:
         (row,) = session.scalars(select(ParentContact).where(ParentContact.case_id == case_id)).all()
         assert (row.by, row.channel, row.at) == ("teacher_a", "wechat", dt.datetime(2025, 10, 20, 11, 30))
+    # The ledger is a case note: the class teacher who wrote it reads it back after a break-glass reason.
+    listing = client.get("/admin/parentcontact/").get_data(as_text=True)
+    assert "告知家长孩子近期情绪低落" not in listing and "（无权查看）" not in listing
+    assert "须有查看权限或登记查看理由" in listing
+    page = _desk(client, case_id)
+    name, token = csrf_field(page)
+    reason = {name: token, "reason": "家访前核对沟通记录", "next": "/admin/parentcontact/"}
+    assert client.post(f"/admin/breakglass/{student_of(app, case_id)}/", data=reason).status_code == 302
     listing = client.get("/admin/parentcontact/").get_data(as_text=True)
     assert "告知家长孩子近期情绪低落" in listing and SECRET not in listing  # school B's entry is out of scope
-    assert "告知家长孩子近期情绪低落" not in client_for(app, "dist1").get("/admin/parentcontact/").get_data(
-        as_text=True
-    )
+    district = client_for(app, "dist1").get("/admin/parentcontact/").get_data(as_text=True)
+    assert "告知家长孩子近期情绪低落" not in district
+
+
+def student_of(app: Flask, case_id: int) -> int:
+    with app.extensions["xinshu"].db.sessionmaker() as session:
+        return session.get(Case, case_id).student_id
 
 
 def test_every_new_page_answers_the_bureau_admin_and_needs_login(site):

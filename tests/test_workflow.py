@@ -724,12 +724,12 @@ def test_cli_round_trip(svc, tmp_path, monkeypatch):
 
 # --- back office ------------------------------------------------------------------------
 
-PASSWORD = "correct horse battery staple"
+PASSWORD = "Correct horse battery 7"
 
 
 @pytest.fixture(scope="module")
 def web(tmp_path_factory):
-    """The app with a level-3 case in school S1, one in S2, and five users."""
+    """The app with a level-3 case in school S1 (escalated to the city), one in S2, and five users."""
     tmp = tmp_path_factory.mktemp("workflow-web")
     app = create_app(
         {"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp / 'web.db'}", "SECRET_KEY": "test", "WTF_CSRF_ENABLED": True}
@@ -745,6 +745,7 @@ def web(tmp_path_factory):
             grade = add_org_unit(session, f"{code}-G07", "七年级", "grade", units[code])
             add_org_unit(session, f"{code}-G07-C01", "七年级1班", "class", grade)
         cases = {code: opened_case(session, services, level=3) if code == "S1" else None for code in ("S1",)}
+        cases["S1"].warning.escalated_to = "city"  # unanswered up to the city: the bureau admin follows it
         student = new_student(session, "S2")
         judge(session, services, student, 3, "override", "报告", "psy2")
         cases["S2"] = session.scalar(select(Case).where(Case.student_id == student.id))
