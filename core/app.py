@@ -80,6 +80,7 @@ INT_SETTINGS = (
     ("XINSHU_LOCKOUT_ATTEMPTS", auth.DEFAULT_LOCKOUT_ATTEMPTS, 1),
     ("XINSHU_LOCKOUT_MINUTES", auth.DEFAULT_LOCKOUT_MINUTES, 1),
     ("XINSHU_IDLE_MINUTES", auth.DEFAULT_IDLE_MINUTES, 1),
+    ("XINSHU_EXPORT_MAX_ROWS", 10_000, 1),
 )
 
 
@@ -118,6 +119,9 @@ def default_config() -> dict[str, Any]:
         "REMEMBER_COOKIE_DURATION": dt.timedelta(minutes=30),
         "REMEMBER_COOKIE_REFRESH_EACH_REQUEST": False,
         "MAX_CONTENT_LENGTH": 20 * 1024 * 1024,
+        # A form field may hold a whole declaration file (the YAML editor refuses above 1 MB itself).
+        "MAX_FORM_MEMORY_SIZE": 2_000_000,
+        "XINSHU_PSEUDONYM_KEY": os.environ.get("XINSHU_PSEUDONYM_KEY") or None,
         "BABEL_DEFAULT_LOCALE": DEFAULT_LOCALE,
         "WTF_CSRF_ENABLED": True,
         "ENV_PRODUCTION": production,

@@ -701,6 +701,7 @@ def pseudonym_key(config: Mapping[str, Any] | None = None) -> str | bytes:
     """
     config = config or {}
     for value in (
+        config.get("XINSHU_PSEUDONYM_KEY"),
         config.get("PSEUDONYM_KEY"),
         os.environ.get("XINSHU_PSEUDONYM_KEY"),
         config.get("SECRET_KEY"),
