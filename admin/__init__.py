@@ -16,9 +16,10 @@ from typing import Any
 from flask import Blueprint, Flask
 from flask_admin import Admin
 from flask_admin.theme import Bootstrap4Theme
+from flask_babel import lazy_gettext as _l
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
-ADMIN_NAME = "心数 xinshu"
+ADMIN_NAME = _l("心数 xinshu")
 
 
 def _audit_unavailable(_exc: Exception):
@@ -35,16 +36,18 @@ def init_admin(app: Flask, services: Any) -> Admin:
     :return: the :class:`flask_admin.Admin` instance.
     """
     # Imported here: the views import xinshu.auth, which imports TEMPLATE_DIR from this package.
+    from xinshu.admin.language import register_template_globals
     from xinshu.admin.views import SecureIndexView, build_views
     from xinshu.audit import AuditUnavailable
 
     app.register_blueprint(Blueprint("xinshu_admin", __name__, template_folder=str(TEMPLATE_DIR)))
+    register_template_globals(app)
     app.register_error_handler(AuditUnavailable, _audit_unavailable)
     admin = Admin(
         app,
         name=ADMIN_NAME,
         theme=Bootstrap4Theme(base_template="admin/xinshu_base.html"),
-        index_view=SecureIndexView(name="首页", template="admin/xinshu_index.html"),
+        index_view=SecureIndexView(name=_l("首页"), template="admin/xinshu_index.html"),
     )
     for view in build_views(services.db):
         admin.add_view(view)

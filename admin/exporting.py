@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 from flask import Response, abort, current_app, flash, redirect, request, send_file, stream_with_context
 from flask_admin import expose
 from flask_babel import gettext as _
+from flask_babel.speaklater import LazyString
 from sqlalchemy import select
 
 from xinshu.admin.access import audit_read, logged_in_user
@@ -222,6 +223,8 @@ class ExportMixin:
 
 def _cell(column: ExportColumn, row: Any, key: str | bytes | None) -> Any:
     value = column.value(row)
+    if isinstance(value, LazyString):  # a translated label: text in the request's language
+        value = str(value)
     if column.kind == "student" and key is not None and value is not None:
         return pseudonym(int(value), key)
     return value

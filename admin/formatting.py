@@ -8,13 +8,16 @@ stored as naive UTC and shown in Asia/Shanghai (UTC+8).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from flask import current_app
 from flask_admin.contrib.sqla.typefmt import DEFAULT_FORMATTERS
-from markupsafe import Markup
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from markupsafe import Markup, escape
 from sqlalchemy import select
+from wtforms.fields.choices import SelectChoice
 
 from xinshu.models import LevelChange
 from xinshu.norms import t_display
@@ -22,35 +25,55 @@ from xinshu.norms import t_display
 CHINA_TZ = dt.timezone(dt.timedelta(hours=8), "Asia/Shanghai")  # no DST since 1991
 
 ROLE_LABELS = {
-    "bureau_admin": "市教育局管理员",
-    "district_admin": "区教育局管理员",
-    "principal": "校长",
-    "moral_education_director": "德育主任",
-    "psychology_teacher": "心理教师",
-    "class_teacher": "班主任",
+    "bureau_admin": _l("市教育局管理员"),
+    "district_admin": _l("区教育局管理员"),
+    "principal": _l("校长"),
+    "moral_education_director": _l("德育主任"),
+    "psychology_teacher": _l("心理教师"),
+    "class_teacher": _l("班主任"),
 }
-ORG_KIND_LABELS = {"city": "市", "district": "区", "school": "学校", "grade": "年级", "class": "班级"}
+ORG_KIND_LABELS = {
+    "city": _l("市"),
+    "district": _l("区"),
+    "school": _l("学校"),
+    "grade": _l("年级"),
+    "class": _l("班级"),
+}
 CASE_STATE_LABELS = {
-    "monitoring": "数据监测",
-    "warned": "已预警",
-    "interviewing": "调研访谈",
-    "planning": "制定方案",
-    "intervening": "干预实施",
-    "follow_up": "跟踪随访",
-    "closed": "已结案",
-    "transferred": "已转出",
+    "monitoring": _l("数据监测"),
+    "warned": _l("已预警"),
+    "interviewing": _l("调研访谈"),
+    "planning": _l("制定方案"),
+    "intervening": _l("干预实施"),
+    "follow_up": _l("跟踪随访"),
+    "closed": _l("已结案"),
+    "transferred": _l("已转出"),
 }
-WARNING_STATUS_LABELS = {"open": "未处理", "acknowledged": "已确认", "superseded": "已升级取代", "closed": "已关闭"}
-NOTIFICATION_STATUS_LABELS = {"pending": "待发送", "sent": "已发送", "dead": "无法送达"}
-GENDER_LABELS = {"M": "男", "F": "女"}
-JUDGEMENT_KIND_LABELS = {"confirm": "确认", "adjust": "调整", "override": "人工覆盖"}
-LEVEL_SOURCE_LABELS = {"rules": "规则", "person": "人工"}
+WARNING_STATUS_LABELS = {
+    "open": _l("未处理"),
+    "acknowledged": _l("已确认"),
+    "superseded": _l("已升级取代"),
+    "closed": _l("已关闭"),
+}
+NOTIFICATION_STATUS_LABELS = {"pending": _l("待发送"), "sent": _l("已发送"), "dead": _l("无法送达")}
+GENDER_LABELS = {"M": _l("男"), "F": _l("女")}
+JUDGEMENT_KIND_LABELS = {"confirm": _l("确认"), "adjust": _l("调整"), "override": _l("人工覆盖")}
+LEVEL_SOURCE_LABELS = {"rules": _l("规则"), "person": _l("人工")}
 #: Shown instead of a note the user may not read.
-HIDDEN_TEXT = "（无权查看）"
+HIDDEN_TEXT = _l("（无权查看）")
 
 
 def choices(labels: dict[str, str]) -> list[tuple[str, str]]:
     return list(labels.items())
+
+
+def select_choices(labels: Mapping[str, Any]) -> list[SelectChoice]:
+    """WTForms choices from ``labels`` (value → label, labels may be lazy translations).
+
+    A plain ``dict`` of lazy labels is not WTForms' shorthand (``dict[str, str]``) and
+    would be read as option groups.
+    """
+    return [SelectChoice(value, label) for value, label in labels.items()]
 
 
 def local_time(value: dt.datetime | None) -> str:
@@ -104,11 +127,11 @@ def _rule_explain(rule_id: str) -> str:
 
 def _value_text(value: Any) -> str:
     if value is True:
-        return "是"
+        return _("是")
     if value is False:
-        return "否"
+        return _("否")
     if value is None:
-        return "无"
+        return _("无")
     return str(value)
 
 
@@ -123,14 +146,17 @@ def explain_inputs(fired: Iterable[Any] | None) -> Markup:
         reason = _rule_explain(rule_id)
         values = entry.get("inputs") or {}
         read = (
-            "；".join(f"{key} = {_value_text(val)}" for key, val in values.items()) if isinstance(values, dict) else ""
+            _("；").join(f"{key} = {_value_text(val)}" for key, val in values.items())
+            if isinstance(values, dict)
+            else ""
         )
+        code = Markup("<code>{}</code>").format(rule_id)
+        rule = escape(_("规则 %(rule)s（%(level)s级）")) % {"rule": code, "level": entry.get("level", "?")}
         items.append(
-            Markup("<li>规则 <code>{}</code>（{}级）{}{}</li>").format(
-                rule_id,
-                entry.get("level", "?"),
-                f"：{reason}" if reason else "",
-                f"。依据：{read}" if read else "",
+            Markup("<li>{}{}{}</li>").format(
+                rule,
+                _("：%(reason)s", reason=reason) if reason else "",
+                _("。依据：%(values)s", values=read) if read else "",
             )
         )
     return Markup("<ul class='mb-0 pl-3'>{}</ul>").format(Markup("").join(items))
@@ -159,7 +185,7 @@ def _score_parts(response) -> list[tuple[str, str, str, str]]:
     parts = []
     for score in sorted(response.scores, key=lambda s: s.scale):
         raw = "—" if score.raw_score is None else f"{score.raw_score:g}"
-        band = score.band or ("无效" if not score.valid else "—")
+        band = score.band or (_("无效") if not score.valid else "—")
         norm = ""
         if score.t_score is not None:
             norm = f" T={t_display(score.t_score)}"
@@ -200,7 +226,7 @@ def fmt_tasks(view, context, model, name, roles: Iterable[str] | None = None) ->
         for task in sorted(model.tasks, key=lambda t: (t.due_at, t.id))
         if roles is None or task.owner_role in set(roles)
     ]
-    return _table(("任务", "负责人", "步骤", "类别", "截止时间", "状态"), rows)
+    return _table((_("任务"), _("负责人"), _("步骤"), _("类别"), _("截止时间"), _("状态")), rows)
 
 
 def fmt_events(view, context, model, name, show_reason: bool = True) -> Markup:
@@ -215,7 +241,7 @@ def fmt_events(view, context, model, name, show_reason: bool = True) -> Markup:
         )
         for event in model.events
     ]
-    return _table(("时间", "原状态", "新状态", "操作人", "原因"), rows)
+    return _table((_("时间"), _("原状态"), _("新状态"), _("操作人"), _("原因")), rows)
 
 
 def fmt_level_history(view, context, model, name, show_reasons: bool = True) -> Markup:
@@ -227,7 +253,11 @@ def fmt_level_history(view, context, model, name, show_reasons: bool = True) -> 
         rule_id = change.rule_id or ""
         if change.source == "person":
             kind = rule_id.partition(":")[2]
-            who = f"{change.actor}（{JUDGEMENT_KIND_LABELS.get(kind, kind)}）" if kind else change.actor
+            who = (
+                _("%(actor)s（%(kind)s）", actor=change.actor, kind=JUDGEMENT_KIND_LABELS.get(kind, kind))
+                if kind
+                else change.actor
+            )
             reason = change.reason if show_reasons else HIDDEN_TEXT
         else:
             version = f" {change.ruleset_version}" if change.ruleset_version else ""
@@ -243,12 +273,14 @@ def fmt_level_history(view, context, model, name, show_reasons: bool = True) -> 
             )
         )
     if not rows:
-        return Markup("<span class='text-muted'>无</span>")
-    return _table(("时间", "等级变化", "来源", "规则/操作人", "原因"), rows)
+        return Markup("<span class='text-muted'>{}</span>").format(_("无"))
+    return _table((_("时间"), _("等级变化"), _("来源"), _("规则/操作人"), _("原因")), rows)
 
 
 def fmt_roles(view, context, model, name) -> str:
-    return "；".join(f"{ROLE_LABELS.get(a.role, a.role)}@{a.org_unit.name if a.org_unit else '?'}" for a in model.roles)
+    return _("；").join(
+        f"{ROLE_LABELS.get(a.role, a.role)}@{a.org_unit.name if a.org_unit else '?'}" for a in model.roles
+    )
 
 
 def fmt_link(view, context, model, name) -> Markup | str:

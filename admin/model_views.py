@@ -43,6 +43,7 @@ from xinshu.admin.formatting import (
     fmt_scores,
     level_text,
     scores_text,
+    select_choices,
 )
 from xinshu.audit import record
 from xinshu.grades import parse_grade
@@ -51,7 +52,7 @@ from xinshu.models import RiskWarning as WarningModel
 
 #: Roles that correct a student's name, gender and class (where they hold the role).
 STUDENT_EDITOR_ROLES = ("principal", "moral_education_director", "psychology_teacher")
-STATUS_LABELS = {"enrolled": "在读", "graduated": "毕业", "left": "离校", "erased": "已删除"}
+STATUS_LABELS = {"enrolled": _l("在读"), "graduated": _l("毕业"), "left": _l("离校"), "erased": _l("已删除")}
 
 
 def _strip(value: Any) -> Any:
@@ -62,7 +63,7 @@ class StudentEditForm(XinshuSecureForm):
     """The only student fields editable in the back office (security.md A8, A9)."""
 
     name = StringField(_l("姓名"), filters=[_strip], validators=[DataRequired(_l("请填写姓名")), Length(max=100)])
-    gender = SelectField(_l("性别"), choices=dict(GENDER_LABELS))
+    gender = SelectField(_l("性别"), choices=select_choices(GENDER_LABELS))
     class_id = SelectField(_l("班级"), coerce=int)
 
 

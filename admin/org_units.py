@@ -22,7 +22,7 @@ from wtforms.validators import DataRequired, Length, Regexp
 
 from xinshu.admin.access import logged_in_user
 from xinshu.admin.base import SecureModelView, XinshuSecureForm
-from xinshu.admin.formatting import ORG_KIND_LABELS, choices
+from xinshu.admin.formatting import ORG_KIND_LABELS, choices, select_choices
 from xinshu.audit import record
 from xinshu.models import ORG_KINDS, OrgUnit, User
 from xinshu.orgs import PARENT_KIND, add_org_unit
@@ -50,7 +50,7 @@ class OrgUnitEditForm(XinshuSecureForm):
 class OrgUnitCreateForm(OrgUnitEditForm):
     """A new unit: code, name, kind and a parent within the editor's scope."""
 
-    kind = SelectField(_l("类型"), choices=dict(ORG_KIND_LABELS))
+    kind = SelectField(_l("类型"), choices=select_choices(ORG_KIND_LABELS))
     parent = SelectField(_l("上级"), coerce=int)
 
 
@@ -109,7 +109,12 @@ class OrgUnitView(SecureModelView):
     def create_form(self, obj=None):
         form = super().create_form(obj)
         form.parent.choices = {
-            unit.id: f"{ORG_KIND_LABELS.get(unit.kind, unit.kind)} {unit.name}（{unit.code}）"
+            unit.id: _(
+                "%(kind)s %(name)s（%(code)s）",
+                kind=ORG_KIND_LABELS.get(unit.kind, unit.kind),
+                name=unit.name,
+                code=unit.code,
+            )
             for unit in self.editable_units()
             if unit.kind != "class"
         }

@@ -20,6 +20,8 @@ from typing import Any
 
 from flask import request
 from flask_admin import expose
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from sqlalchemy import select
 from wtforms import HiddenField, StringField, SubmitField, TextAreaField
@@ -46,25 +48,25 @@ class CandidateRulesForm(FlaskForm):
     """A pasted candidate alert-rule file; the back-test, then activation with a reason."""
 
     filename = StringField(
-        "文件名",
+        _l("文件名"),
         default="phq9.yaml",
         validators=[
-            DataRequired(message="请填写文件名"),
-            Regexp(RULE_FILE_NAME, message="文件名只能含字母、数字、._-，以 .yaml 结尾，例如 phq9.yaml"),
+            DataRequired(message=_l("请填写文件名")),
+            Regexp(RULE_FILE_NAME, message=_l("文件名只能含字母、数字、._-，以 .yaml 结尾，例如 phq9.yaml")),
         ],
     )
     text = TextAreaField(
-        "候选规则（YAML）",
+        _l("候选规则（YAML）"),
         validators=[
-            DataRequired(message="请粘贴候选规则文件内容"),
-            Length(max=MAX_CANDIDATE_CHARS, message=f"内容过长（最多{MAX_CANDIDATE_CHARS}字符）"),
+            DataRequired(message=_l("请粘贴候选规则文件内容")),
+            Length(max=MAX_CANDIDATE_CHARS, message=_l("内容过长（最多%(max)d字符）")),
         ],
     )
-    reason = TextAreaField("激活理由", validators=[Length(max=4000, message="理由最多4000字")])
+    reason = TextAreaField(_l("激活理由"), validators=[Length(max=4000, message=_l("理由最多4000字"))])
     reviewed = HiddenField()
     active_digest = HiddenField()
-    run = SubmitField("回测")
-    activate = SubmitField("激活")
+    run = SubmitField(_l("回测"))
+    activate = SubmitField(_l("激活"))
 
 
 def _candidate_digest(filename: str, text: str) -> str:
@@ -138,11 +140,11 @@ class RulesBacktestView(SecureView):
         session = services.db.session
         reason = (form.reason.data or "").strip()
         if form.reviewed.data != digest:
-            form.text.errors = [*form.text.errors, "内容与回测时不同，请先重新回测"]
+            form.text.errors = [*form.text.errors, _("内容与回测时不同，请先重新回测")]
         elif form.active_digest.data != services.declarations.digest:
-            form.text.errors = [*form.text.errors, "回测后现行规则已变更，请重新回测"]
+            form.text.errors = [*form.text.errors, _("回测后现行规则已变更，请重新回测")]
         if not reason:
-            form.reason.errors = [*form.reason.errors, "激活须填写理由"]
+            form.reason.errors = [*form.reason.errors, _("激活须填写理由")]
         if form.text.errors or form.reason.errors:
             context = self._backtest(filename, text) if not form.text.errors else {}
             return {**context, "status": 400}

@@ -19,6 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 from flask_admin import BaseView
+from flask_babel import lazy_gettext as _l
+from flask_babel import lazy_pgettext
 
 from xinshu.admin.access import (
     MAX_ID,
@@ -49,17 +51,17 @@ from xinshu.models import RiskWarning as WarningModel
 def build_views(db: Any) -> list[BaseView]:
     """The built-in back-office views, in menu order."""
     return [
-        OrgUnitView(OrgUnit, db, name="组织机构", endpoint="orgunit"),
-        StudentView(Student, db, name="学生", endpoint="student"),
-        ResponseView(Response, db, name="答卷", endpoint="response"),
-        WarningView(WarningModel, db, name="预警", endpoint="warning"),
-        CaseView(Case, db, name="个案", endpoint="case"),
-        NotificationView(Notification, db, name="通知", endpoint="notification"),
-        InboxMessageView(InboxMessage, db, name="收件箱", endpoint="inbox"),
-        PluginsView(name="插件 Plugins", endpoint="plugins"),
-        DeclarationsView(name="声明 Declarations", endpoint="declarations"),
-        RulesBacktestView(name="规则回测", endpoint="rules"),
-        BreakGlassView(name="查看理由登记", endpoint="breakglass"),
+        OrgUnitView(OrgUnit, db, name=_l("组织机构"), endpoint="orgunit"),
+        StudentView(Student, db, name=lazy_pgettext("menu", "学生"), endpoint="student"),
+        ResponseView(Response, db, name=lazy_pgettext("menu", "答卷"), endpoint="response"),
+        WarningView(WarningModel, db, name=lazy_pgettext("menu", "预警"), endpoint="warning"),
+        CaseView(Case, db, name=lazy_pgettext("menu", "个案"), endpoint="case"),
+        NotificationView(Notification, db, name=_l("通知"), endpoint="notification"),
+        InboxMessageView(InboxMessage, db, name=_l("收件箱"), endpoint="inbox"),
+        PluginsView(name=_l("插件 Plugins"), endpoint="plugins"),
+        DeclarationsView(name=_l("声明 Declarations"), endpoint="declarations"),
+        RulesBacktestView(name=_l("规则回测"), endpoint="rules"),
+        BreakGlassView(name=_l("查看理由登记"), endpoint="breakglass"),
     ]
 
 

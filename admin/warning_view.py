@@ -37,6 +37,7 @@ from xinshu.admin.formatting import (
     fmt_level_history,
     level_badge,
     level_text,
+    select_choices,
 )
 from xinshu.audit import record
 from xinshu.errors import XinshuError
@@ -51,7 +52,7 @@ log = logging.getLogger(__name__)
 JUDGE_ROLES = ("psychology_teacher", "principal")
 #: Roles that may acknowledge (take on) a warning they see.
 ACK_ROLES = ("psychology_teacher", "principal", "moral_education_director", "district_admin", "bureau_admin")
-ESCALATION_LABELS = {"school": "学校", "district": "区", "city": "市"}
+ESCALATION_LABELS = {"school": _l("学校"), "district": _l("区"), "city": _l("市")}
 #: Most warnings one bulk action handles.
 MAX_ACTION_ROWS = 500
 
@@ -60,7 +61,7 @@ class JudgeForm(FlaskForm):
     """A person's level decision: level, kind and a required reason (CSRF token)."""
 
     level = SelectField(_l("等级"), coerce=int)
-    kind = RadioField(_l("类型"), choices=dict(JUDGEMENT_KIND_LABELS), default="confirm")
+    kind = RadioField(_l("类型"), choices=select_choices(JUDGEMENT_KIND_LABELS), default="confirm")
     reason = TextAreaField(
         _l("理由"),
         filters=[lambda value: value.strip() if isinstance(value, str) else value],
@@ -190,7 +191,14 @@ class WarningView(ExportMixin, SecureModelView):
             if form.kind.data == "confirm" and form.level.data != warning.level:
                 form.kind.errors = [*form.kind.errors, _("“确认”须保持当前等级；要改变等级请选择“调整”或“人工覆盖”")]
             elif self._record_judgement(warning, user, form):
-                flash(f"已记录：{JUDGEMENT_KIND_LABELS[form.kind.data]}为 {level_text(form.level.data)}", "success")
+                flash(
+                    _(
+                        "已记录：%(kind)s为 %(level)s",
+                        kind=JUDGEMENT_KIND_LABELS[form.kind.data],
+                        level=level_text(form.level.data),
+                    ),
+                    "success",
+                )
                 return redirect(details_url)
         status = 400 if request.method == "POST" else 200
         return (

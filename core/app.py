@@ -40,6 +40,7 @@ from werkzeug.security import check_password_hash
 from xinshu import auth, web_reports
 from xinshu.admin import init_admin
 from xinshu.errors import StartupError
+from xinshu.i18n import N_
 from xinshu.models import User
 from xinshu.services import Services, build_services
 
@@ -123,6 +124,7 @@ def default_config() -> dict[str, Any]:
         "MAX_FORM_MEMORY_SIZE": 2_000_000,
         "XINSHU_PSEUDONYM_KEY": os.environ.get("XINSHU_PSEUDONYM_KEY") or None,
         "BABEL_DEFAULT_LOCALE": DEFAULT_LOCALE,
+        "BABEL_TRANSLATION_DIRECTORIES": os.path.join(os.path.dirname(os.path.abspath(__file__)), "translations"),
         "WTF_CSRF_ENABLED": True,
         "ENV_PRODUCTION": production,
         **{name: _env_int(name, default) for name, default, _minimum in INT_SETTINGS},
@@ -241,7 +243,7 @@ def _security_headers(response):
 def _init_login(app: Flask, services: Services) -> LoginManager:
     manager = LoginManager(app)
     manager.login_view = "auth.login"
-    manager.login_message = "请先登录。"
+    manager.login_message = N_("请先登录。")  # translated when flashed (localize_callback)
     manager.localize_callback = gettext
     manager.session_protection = "strong"
 

@@ -138,7 +138,7 @@ def check_password_policy(password: str) -> None:
     """
     problems = password_problems(password)
     if problems:
-        raise WeakPassword("；".join(problems))
+        raise WeakPassword(_("；").join(problems))
 
 
 # --- accounts -------------------------------------------------------------------

@@ -627,10 +627,10 @@ def notice_settings(config: Mapping[str, Any] | None = None) -> dict[str, str]:
     """The notice settings: config keys of :data:`NOTICE_SETTINGS`, else ``XINSHU_<KEY>``, else defaults."""
     config = config or {}
     defaults = {
-        "PRIVACY_STORAGE_LOCATION": "中华人民共和国境内，由本市教育局管理的服务器，不向境外提供",
-        "PRIVACY_CONTACT": "学校心理教师、德育主任或校长（书面、电话或当面均可）",
-        "PRIVACY_OFFICER": "学校校长（个人信息保护负责人），可通过学校办公室联系",
-        "PRIVACY_COMPLAINTS": "学校办公室；对学校答复不满意的，可向所在区教育局投诉",
+        "PRIVACY_STORAGE_LOCATION": _("中华人民共和国境内，由本市教育局管理的服务器，不向境外提供"),
+        "PRIVACY_CONTACT": _("学校心理教师、德育主任或校长（书面、电话或当面均可）"),
+        "PRIVACY_OFFICER": _("学校校长（个人信息保护负责人），可通过学校办公室联系"),
+        "PRIVACY_COMPLAINTS": _("学校办公室；对学校答复不满意的，可向所在区教育局投诉"),
     }
     return {
         key: str(config.get(key) or os.environ.get(f"XINSHU_{key}") or defaults[key]).strip() for key in NOTICE_SETTINGS
@@ -651,7 +651,7 @@ def consent_notice(
     values = {
         "purpose": campaign.purpose or "",
         "basis": str(_BASIS_TEXT[basis]).format(ref=campaign.legal_basis_ref or ""),
-        "instruments": "、".join(titles.get(i, i) for i in campaign.instruments or []) or "—",
+        "instruments": _("、").join(titles.get(i, i) for i in campaign.instruments or []) or "—",
         "storage": settings["PRIVACY_STORAGE_LOCATION"],
         "retention_days": campaign.retention_days,
         "opens": local_text(campaign.opens_at),

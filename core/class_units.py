@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+from flask_babel import gettext as _
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -48,7 +49,7 @@ def class_number(unit: OrgUnit) -> int:
     digits = re.findall(r"\d+", unit.name.split("年级")[-1])
     if digits and 1 <= int(digits[-1]) <= 99:
         return int(digits[-1])
-    raise XinshuError(f"班级 {unit.code} 的代码和名称中都没有班号")
+    raise XinshuError(_("班级 %(code)s 的代码和名称中都没有班号", code=unit.code))
 
 
 def grade_of_class(unit: OrgUnit) -> int:
@@ -58,10 +59,10 @@ def grade_of_class(unit: OrgUnit) -> int:
     """
     grade_unit = unit.parent
     if unit.kind != "class" or grade_unit is None or grade_unit.kind != "grade":
-        raise XinshuError(f"{unit.code} 不是年级下的班级")
+        raise XinshuError(_("%(code)s 不是年级下的班级", code=unit.code))
     level = _grade_level(grade_unit)
     if level is None:
-        raise XinshuError(f"年级 {grade_unit.code} 的代码和名称都不是年级")
+        raise XinshuError(_("年级 %(code)s 的代码和名称都不是年级", code=grade_unit.code))
     return level
 
 
@@ -83,7 +84,7 @@ def school_of(session: Session, unit: OrgUnit) -> OrgUnit:
     ids = [int(part) for part in unit.path.strip("/").split("/") if part]
     school = session.scalar(select(OrgUnit).where(OrgUnit.id.in_(ids), OrgUnit.kind == "school").limit(1))
     if school is None:
-        raise XinshuError(f"{unit.code} 不在任何学校之下")
+        raise XinshuError(_("%(code)s 不在任何学校之下", code=unit.code))
     return school
 
 

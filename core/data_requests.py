@@ -57,6 +57,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import delete, false, or_, select, update
 from sqlalchemy.orm import Session, aliased
 from statemachine import State, StateMachine
@@ -65,6 +66,7 @@ from statemachine.exceptions import TransitionNotAllowed
 from xinshu import audit
 from xinshu.errors import XinshuError
 from xinshu.grades import parse_grade
+from xinshu.i18n import N_
 from xinshu.models import (
     OPEN_CASE_STATES,
     Case,
@@ -92,18 +94,18 @@ from xinshu.workflow import add_working_days
 
 log = logging.getLogger(__name__)
 
-KINDS = {"correction": "更正", "deletion": "删除"}
-STATUS_LABELS = {"received": "已受理", "approved": "已批准", "rejected": "已驳回", "done": "已办结"}
-EVENT_LABELS = {"approve": "批准", "reject": "驳回", "complete": "办结"}
+KINDS = {"correction": _l("更正"), "deletion": _l("删除")}
+STATUS_LABELS = {"received": _l("已受理"), "approved": _l("已批准"), "rejected": _l("已驳回"), "done": _l("已办结")}
+EVENT_LABELS = {"approve": _l("批准"), "reject": _l("驳回"), "complete": _l("办结")}
 #: Roster fields a correction may change, with their labels.
-CORRECTABLE = {"name": "姓名", "gender": "性别", "birth_date": "出生日期", "class_id": "班级"}
+CORRECTABLE = {"name": _l("姓名"), "gender": _l("性别"), "birth_date": _l("出生日期"), "class_id": _l("班级")}
 CHANNELS = {
-    "letter": "书面",
-    "phone": "电话",
-    "meeting": "当面",
-    "email": "电子邮件",
-    "online": "网上",
-    "other": "其他",
+    "letter": _l("书面"),
+    "phone": _l("电话"),
+    "meeting": _l("当面"),
+    "email": _l("电子邮件"),
+    "online": _l("网上"),
+    "other": _l("其他"),
 }
 #: Answer within this many working days of receipt.
 DUE_WORKING_DAYS = 15
@@ -141,7 +143,7 @@ def requester_relations() -> dict[str, str]:
     """Who may ask: the guardians of :data:`xinshu.referrals.GUARDIAN_RELATIONS` or the student."""
     from xinshu.referrals import GUARDIAN_RELATIONS
 
-    return {**GUARDIAN_RELATIONS, "self": "学生本人"}
+    return {**GUARDIAN_RELATIONS, "self": N_("学生本人")}
 
 
 # --- roles -------------------------------------------------------------------------

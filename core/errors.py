@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from flask_babel import gettext
+
 
 class XinshuError(Exception):
     """Base class for errors a user can act on (printed without a traceback)."""
@@ -55,8 +57,11 @@ class RowError:
 
     def __str__(self) -> str:
         where = f"{self.sheet}!" if self.sheet else ""
-        col = f" 列“{self.column}”" if self.column else ""
-        return f"{where}第{self.row}行{col}: {self.message}"
+        if self.column:
+            return where + gettext(
+                "第%(row)s行 列“%(column)s”: %(message)s", row=self.row, column=self.column, message=self.message
+            )
+        return where + gettext("第%(row)s行: %(message)s", row=self.row, message=self.message)
 
 
 class ImportRejected(XinshuError):

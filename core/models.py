@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, ClassVar
 
+from flask_babel import gettext
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -203,7 +204,7 @@ class Response(Base):
     scores: Mapped[list[Score]] = relationship(back_populates="response", cascade="all, delete-orphan")
 
     def __str__(self) -> str:
-        return f"答卷 #{self.id}（{self.instrument_id}）"
+        return gettext("答卷 #%(id)s（%(instrument)s）", id=self.id, instrument=self.instrument_id)
 
 
 class Score(Base):
@@ -257,7 +258,7 @@ class RiskWarning(Base):
     response: Mapped[Response | None] = relationship()
 
     def __str__(self) -> str:
-        return f"预警 #{self.id}（{self.level}级）"
+        return gettext("预警 #%(id)s（%(level)s级）", id=self.id, level=self.level)
 
 
 class Case(Base):

@@ -73,6 +73,7 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from xinshu.errors import XinshuError
+from xinshu.i18n import N_
 from xinshu.models import (
     OPEN_CASE_STATES,
     Case,
@@ -92,53 +93,53 @@ log = logging.getLogger(__name__)
 #: Partner institution kinds (合作机构类型). Hotlines are listed for reference
 #: (shown on the case page); they are not referral targets.
 PARTNER_KINDS = {
-    "hospital": "医院（精神/心理科）",
-    "community": "社区服务",
-    "police": "公安联络",
-    "family": "家庭服务",
-    "hotline": "心理援助热线",
+    "hospital": N_("医院（精神/心理科）"),
+    "community": N_("社区服务"),
+    "police": N_("公安联络"),
+    "family": N_("家庭服务"),
+    "hotline": N_("心理援助热线"),
 }
 #: Referral kinds; a referral goes to a partner of the same kind.
-REFERRAL_KINDS = {"hospital": "医院", "community": "社区", "police": "公安", "family": "家庭服务"}
+REFERRAL_KINDS = {"hospital": N_("医院"), "community": N_("社区"), "police": N_("公安"), "family": N_("家庭服务")}
 #: Kinds that need the guardian's granted consent for the purpose ``referral`` (see the module docstring).
 CONSENT_REQUIRED_KINDS = ("hospital", "community", "family")
 #: The referral loop, in order; each status is reached by one step.
 REFERRAL_STATUSES = {
-    "sent": "已转出",
-    "acknowledged": "对方已接收",
-    "outcome": "已反馈结果",
-    "returned": "已制定返校计划",
+    "sent": N_("已转出"),
+    "acknowledged": N_("对方已接收"),
+    "outcome": N_("已反馈结果"),
+    "returned": N_("已制定返校计划"),
 }
 NEXT_STATUS = {"sent": "acknowledged", "acknowledged": "outcome", "outcome": "returned"}
 CONTACT_CHANNELS = {
-    "phone": "电话",
-    "meeting": "面谈",
-    "wechat": "微信",
-    "letter": "书面通知",
-    "home_visit": "家访",
-    "other": "其他",
+    "phone": N_("电话"),
+    "meeting": N_("面谈"),
+    "wechat": N_("微信"),
+    "letter": N_("书面通知"),
+    "home_visit": N_("家访"),
+    "other": N_("其他"),
 }
-CONSENT_DECISIONS = {"granted": "同意", "refused": "拒绝", "withdrawn": "撤回"}
+CONSENT_DECISIONS = {"granted": N_("同意"), "refused": N_("拒绝"), "withdrawn": N_("撤回")}
 #: Purposes offered in the back office; any identifier-like purpose is accepted.
 CONSENT_PURPOSES = {
-    "referral": "转介",
-    "assessment": "心理评估",
-    "data_sharing": "信息共享",
-    "informed_notice": "知情告知",
+    "referral": N_("转介"),
+    "assessment": N_("心理评估"),
+    "data_sharing": N_("信息共享"),
+    "informed_notice": N_("知情告知"),
 }
 GUARDIAN_RELATIONS = {
-    "father": "父亲",
-    "mother": "母亲",
-    "grandparent": "祖父母/外祖父母",
-    "other_guardian": "其他监护人",
+    "father": N_("父亲"),
+    "mother": N_("母亲"),
+    "grandparent": N_("祖父母/外祖父母"),
+    "other_guardian": N_("其他监护人"),
 }
 RESOURCE_KINDS = {
-    "guidance_sheet": "指导手册",
-    "class_meeting": "主题班会",
-    "course": "课程包",
-    "parent_guidance": "家长指导",
+    "guidance_sheet": N_("指导手册"),
+    "class_meeting": N_("主题班会"),
+    "course": N_("课程包"),
+    "parent_guidance": N_("家长指导"),
 }
-RESOURCE_AUDIENCES = {"teachers": "教师", "students": "学生", "parents": "家长"}
+RESOURCE_AUDIENCES = {"teachers": N_("教师"), "students": N_("学生"), "parents": N_("家长")}
 
 PURPOSE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 CODE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")

@@ -15,6 +15,7 @@ import re
 import unicodedata
 from typing import Any
 
+from flask_babel import gettext as _
 from stdnum import exceptions as stdnum_errors
 from stdnum.cn import ric
 
@@ -59,13 +60,20 @@ def map_headers(header: list[str]) -> tuple[dict[str, int], list[str]]:
         if field is None:
             continue
         if field in found:
-            problems.append(f"列“{header[found[field]]}”和“{text}”重复表示{LABELS[field]}")
+            problems.append(
+                _(
+                    "列“%(first)s”和“%(second)s”重复表示%(field)s",
+                    first=header[found[field]],
+                    second=text,
+                    field=LABELS[field],
+                )
+            )
         found.setdefault(field, index)
     for field in REQUIRED:
         if field not in found:
-            problems.append(f"缺少必需的列“{LABELS[field]}”")
+            problems.append(_("缺少必需的列“%(column)s”", column=LABELS[field]))
     if not any(field in found for field in IDENTIFIERS):
-        problems.append("至少需要“身份证号”“学籍号”“校内学号”中的一列")
+        problems.append(_("至少需要“身份证号”“学籍号”“校内学号”中的一列"))
     return found, problems
 
 
@@ -80,16 +88,16 @@ def text_cell(value: Any) -> str:
 
 def _no_formula(text: str) -> str:
     if text.startswith("="):
-        raise FieldError("单元格是公式，请填写值")
+        raise FieldError(_("单元格是公式，请填写值"))
     return text
 
 
 def parse_name(value: Any) -> str:
     text = _no_formula(text_cell(value))
     if not text:
-        raise FieldError("姓名不能为空")
+        raise FieldError(_("姓名不能为空"))
     if len(text) > 50:
-        raise FieldError("姓名超过50个字符")
+        raise FieldError(_("姓名超过50个字符"))
     return text
 
 
@@ -97,26 +105,26 @@ def parse_gender(value: Any) -> str:
     text = text_cell(value).upper()
     mapping = {"男": "M", "1": "M", "M": "M", "女": "F", "2": "F", "F": "F"}
     if text not in mapping:
-        raise FieldError(f"性别“{text}”无法识别，应为 男/女 或 1/2")
+        raise FieldError(_("性别“%(value)s”无法识别，应为 男/女 或 1/2", value=text))
     return mapping[text]
 
 
 def parse_id_number(value: Any) -> str | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        raise FieldError("身份证号保存为数字，Excel 已丢失末几位；请将该列设为“文本”格式后重新填写")
+        raise FieldError(_("身份证号保存为数字，Excel 已丢失末几位；请将该列设为“文本”格式后重新填写"))
     text = text_cell(value).upper()
     if not text:
         return None
     try:
         return ric.validate(text)
     except stdnum_errors.InvalidLength:
-        raise FieldError(f"身份证号应为18位，实为{len(text)}位") from None
+        raise FieldError(_("身份证号应为18位，实为%(length)s位", length=len(text))) from None
     except stdnum_errors.InvalidChecksum:
-        raise FieldError("身份证号校验码错误") from None
+        raise FieldError(_("身份证号校验码错误")) from None
     except stdnum_errors.InvalidFormat:
-        raise FieldError("身份证号格式错误（前17位应为数字）") from None
+        raise FieldError(_("身份证号格式错误（前17位应为数字）")) from None
     except stdnum_errors.InvalidComponent:
-        raise FieldError("身份证号中的出生日期或地区代码无效") from None
+        raise FieldError(_("身份证号中的出生日期或地区代码无效")) from None
 
 
 def parse_student_number(value: Any) -> str | None:
@@ -124,7 +132,7 @@ def parse_student_number(value: Any) -> str | None:
     ``L`` + 18 digits (temporary, not checksummed), or a 10–19 digit local
     number (school-context.md §1.2)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and len(str(int(value))) > 15:
-        raise FieldError("学籍号保存为数字，Excel 已丢失末几位；请将该列设为“文本”格式")
+        raise FieldError(_("学籍号保存为数字，Excel 已丢失末几位；请将该列设为“文本”格式"))
     text = text_cell(value).upper()
     if not text:
         return None
@@ -132,17 +140,19 @@ def parse_student_number(value: Any) -> str | None:
         try:
             ric.validate(text[1:])
         except stdnum_errors.ValidationError:
-            raise FieldError(f"{text[0]}字头学籍号后18位应为有效的身份证号码格式（校验码或日期错误）") from None
+            raise FieldError(
+                _("%(letter)s字头学籍号后18位应为有效的身份证号码格式（校验码或日期错误）", letter=text[0])
+            ) from None
         return text
     if re.fullmatch(r"L\d{18}", text) or re.fullmatch(r"\d{10,19}", text):
         return text
-    raise FieldError("学籍号格式错误（应为 G/J/L 开头加18位，或10–19位数字）")
+    raise FieldError(_("学籍号格式错误（应为 G/J/L 开头加18位，或10–19位数字）"))
 
 
 def parse_school_student_no(value: Any) -> str | None:
     text = _no_formula(text_cell(value))
     if len(text) > 32:
-        raise FieldError("校内学号超过32个字符")
+        raise FieldError(_("校内学号超过32个字符"))
     return text or None
 
 
@@ -159,14 +169,14 @@ def parse_birth_date(value: Any) -> dt.date | None:
             return dt.datetime.strptime(text, fmt).date()
         except ValueError:
             continue
-    raise FieldError(f"出生日期“{text}”格式错误，应为 YYYY-MM-DD")
+    raise FieldError(_("出生日期“%(value)s”格式错误，应为 YYYY-MM-DD", value=text))
 
 
 def parse_grade_cell(value: Any) -> int:
     try:
         return parse_grade(value)
     except ValueError:
-        raise FieldError(f"年级“{text_cell(value)}”无法识别（如 七年级、初一、高二）") from None
+        raise FieldError(_("年级“%(value)s”无法识别（如 七年级、初一、高二）", value=text_cell(value))) from None
 
 
 def parse_class(value: Any) -> int:
@@ -174,10 +184,10 @@ def parse_class(value: Any) -> int:
     text = text_cell(value)
     digits = re.findall(r"\d+", text.split("年级")[-1])
     if not digits:
-        raise FieldError(f"班级“{text}”中没有班号（如 1班、(3)班）")
+        raise FieldError(_("班级“%(value)s”中没有班号（如 1班、(3)班）", value=text))
     number = int(digits[-1])
     if not 1 <= number <= 99:
-        raise FieldError(f"班号{number}超出1–99")
+        raise FieldError(_("班号%(number)s超出1–99", number=number))
     return number
 
 
@@ -203,10 +213,10 @@ def cross_check(record: dict[str, Any]) -> list[tuple[str, str]]:
         return problems
     id_gender = "M" if int(id_number[16]) % 2 else "F"
     if record.get("gender") and record["gender"] != id_gender:
-        problems.append(("gender", "性别与身份证号第17位不一致"))
+        problems.append(("gender", _("性别与身份证号第17位不一致")))
     birth = ric.get_birth_date(id_number)
     if record.get("birth_date") and record["birth_date"] != birth:
-        problems.append(("birth_date", f"出生日期与身份证号不一致（身份证为 {birth.isoformat()}）"))
+        problems.append(("birth_date", _("出生日期与身份证号不一致（身份证为 %(date)s）", date=birth.isoformat())))
     if record.get("birth_date") is None:
         record["birth_date"] = birth
     return problems

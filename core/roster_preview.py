@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -44,7 +45,7 @@ ROW_KINDS = ("new", "changed", "moved", "unchanged")
 #: Student fields a roster row sets (``grade_level`` comes from the 年级 column).
 UPDATABLE = ("name", "gender", "birth_date", "id_number", "student_number", "school_student_no", "grade_level")
 #: Chinese labels of the field names listed for changed rows.
-FIELD_LABELS = {**{f: LABELS[f] for f in UPDATABLE if f in LABELS}, "grade_level": "年级", "status": "在籍状态"}
+FIELD_LABELS = {**{f: LABELS[f] for f in UPDATABLE if f in LABELS}, "grade_level": _l("年级"), "status": _l("在籍状态")}
 #: Student columns the roster fingerprint covers.
 _FINGERPRINT_COLUMNS = ("id", "class_id", "status", "active", "entry_year", *UPDATABLE)
 

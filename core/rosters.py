@@ -237,7 +237,7 @@ def _validated_plan(session: Session, path: Path, data: bytes, school: OrgUnit, 
     if errors:
         raise ImportRejected(sorted(errors, key=lambda e: (e.row, e.column)))
     if not records:
-        raise ImportRejected([RowError(2, "", "文件中没有学生数据行", table.sheet)])
+        raise ImportRejected([RowError(2, "", _("文件中没有学生数据行"), table.sheet)])
     return plan
 
 
@@ -255,9 +255,10 @@ def _parse_rows(table, columns, school) -> tuple[list[dict[str, Any]], list[RowE
             except FieldError as exc:
                 errors.append(RowError(number, header[index], str(exc), table.sheet))
         if record.get("school_code") and record["school_code"] != school.code:
-            errors.append(RowError(number, header[columns["school_code"]], "学校代码与导入的学校不一致", table.sheet))
+            message = _("学校代码与导入的学校不一致")
+            errors.append(RowError(number, header[columns["school_code"]], message, table.sheet))
         if not any(record.get(f) for f in IDENTIFIERS) and not any(e.row == number for e in errors):
-            errors.append(RowError(number, "", "身份证号、学籍号、校内学号至少填写一项", table.sheet))
+            errors.append(RowError(number, "", _("身份证号、学籍号、校内学号至少填写一项"), table.sheet))
         for fld, message in cross_check(record):
             errors.append(
                 RowError(number, header[columns[fld]] if fld in columns else LABELS[fld], message, table.sheet)
@@ -275,7 +276,8 @@ def _duplicates_in_file(records: list[dict[str, Any]], labels: dict[str, str], s
             if not value:
                 continue
             if value in seen:
-                errors.append(RowError(record["_row"], labels.get(fld, LABELS[fld]), f"与第{seen[value]}行重复", sheet))
+                message = _("与第%(row)s行重复", row=seen[value])
+                errors.append(RowError(record["_row"], labels.get(fld, LABELS[fld]), message, sheet))
             seen.setdefault(value, record["_row"])
     return errors
 

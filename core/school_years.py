@@ -15,6 +15,8 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
+from flask_babel import gettext as _
+
 from xinshu.errors import XinshuError
 
 CHINA_TZ = dt.timezone(dt.timedelta(hours=8), "Asia/Shanghai")  # no DST since 1991
@@ -43,7 +45,7 @@ def stage_of(grade: int) -> Stage:
     for stage in STAGES:
         if stage.first <= grade <= stage.last:
             return stage
-    raise XinshuError(f"年级 {grade} 不在 1–12 之间")
+    raise XinshuError(_("年级 %(grade)s 不在 1–12 之间", grade=grade))
 
 
 def next_stage(stage: Stage) -> Stage | None:
@@ -59,7 +61,7 @@ def parse_school_year(text: str) -> int:
     """
     match = _YEAR.match((text or "").strip())
     if not match or int(match.group(2)) != int(match.group(1)) + 1 or not 2000 <= int(match.group(1)) <= 2200:
-        raise XinshuError(f"学年“{text}”格式错误，应为如 2027-2028 的两个相邻年份")
+        raise XinshuError(_("学年“%(value)s”格式错误，应为如 2027-2028 的两个相邻年份", value=text))
     return int(match.group(1))
 
 

@@ -224,13 +224,10 @@ def _move_open_cases(
         previous_owner = case.owner
         case.school_id, case.school = to_school.id, to_school
         case.owner, case.owner_role = None, "psychology_teacher"
-        note = _(
-            "学生转学：由 %(old)s 转至 %(new)s，个案随学生移交新学校继续处置（状态不变）。"
-            "原负责人 %(owner)s 不再负责，请新学校心理教师接手。转学原因：%(reason)s",
-            old=from_school.name,
-            new=to_school.name,
-            owner=previous_owner or "—",
-            reason=reason,
+        # Stored in the case timeline: written in Chinese whatever the interface language.
+        note = (
+            f"学生转学：由 {from_school.name} 转至 {to_school.name}，个案随学生移交新学校继续处置（状态不变）。"
+            f"原负责人 {previous_owner or '—'} 不再负责，请新学校心理教师接手。转学原因：{reason}"
         )
         record_event(session, case, "note", actor, note, at=now)
     return [case.id for case in cases]

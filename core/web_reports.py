@@ -27,6 +27,8 @@ from typing import Any
 
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 from flask import session as web_session
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from flask_wtf.csrf import CSRFError
@@ -49,16 +51,17 @@ bp = Blueprint("reports", __name__, url_prefix="/report", template_folder=str(TE
 #: Roles that may file a report (at the org units where they hold the role).
 REPORT_ROLES = ("class_teacher", "psychology_teacher", "moral_education_director", "principal")
 CATEGORY_LABELS = {
-    "self_harm_talk": "谈及自伤/自杀/死亡",
-    "behaviour_change": "行为突然改变",
-    "bullying": "欺凌",
-    "family_crisis": "家庭变故",
-    "loss": "丧失/哀伤",
-    "withdrawal": "退缩孤僻",
-    "sleep_appetite": "睡眠/饮食异常",
-    "other": "其他",
+    "self_harm_talk": _l("谈及自伤/自杀/死亡"),
+    "behaviour_change": _l("行为突然改变"),
+    "bullying": _l("欺凌"),
+    "family_crisis": _l("家庭变故"),
+    "loss": _l("丧失/哀伤"),
+    "withdrawal": _l("退缩孤僻"),
+    "sleep_appetite": _l("睡眠/饮食异常"),
+    "other": _l("其他"),
 }
-SOURCE_TITLES = {"teacher": "班主任快速上报", "parent": "家长反映情况录入"}
+SOURCE_TITLES = {"teacher": _l("班主任快速上报"), "parent": _l("家长反映情况录入")}
+#: Starts the note of a parent's report: stored text, not translated.
 CONTACT_PREFIX = "家长联系方式/沟通方式："
 _DONE_KEY = "xinshu_report_done"
 
@@ -76,10 +79,12 @@ def _int_or_none(value: Any) -> int | None:
 class QuickReportForm(FlaskForm):
     """Student (from the user's scope), categories, an optional note; CSRF token."""
 
-    student = SelectField("学生", coerce=_int_or_none, validate_choice=False)
-    categories = SelectMultipleField("情况（可多选）", validate_choice=False)
-    note = TextAreaField("补充说明（选填）", validators=[Optional(), Length(max=2000, message="补充说明最多2000字")])
-    submit = SubmitField("提交报告")
+    student = SelectField(_l("学生"), coerce=_int_or_none, validate_choice=False)
+    categories = SelectMultipleField(_l("情况（可多选）"), validate_choice=False)
+    note = TextAreaField(
+        _l("补充说明（选填）"), validators=[Optional(), Length(max=2000, message=_l("补充说明最多2000字"))]
+    )
+    submit = SubmitField(_l("提交报告"))
 
     def __init__(self, *args: Any, reporter: User, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -88,27 +93,27 @@ class QuickReportForm(FlaskForm):
 
     def validate_student(self, field) -> None:
         if field.data is None:
-            raise ValidationError("请选择学生")
+            raise ValidationError(_("请选择学生"))
         stmt = reportable_students(self.reporter).where(Student.id == field.data)
         self.student_row = current_services().db.session.scalar(stmt)
         if self.student_row is None:
-            raise ValidationError("只能为您负责范围内的学生上报，请从列表中选择")
+            raise ValidationError(_("只能为您负责范围内的学生上报，请从列表中选择"))
 
     def validate_categories(self, field) -> None:
         known = report_categories()
         if not field.data:
-            raise ValidationError("请至少选择一项情况")
+            raise ValidationError(_("请至少选择一项情况"))
         if any(value not in known for value in field.data):
-            raise ValidationError("情况类别无效，请从列表中选择")
+            raise ValidationError(_("情况类别无效，请从列表中选择"))
 
 
 class ParentReportForm(QuickReportForm):
     """The quick report plus how the parent was reached (put into the note)."""
 
     contact = StringField(
-        "家长联系方式/沟通方式",
-        validators=[Optional(), Length(max=200, message="最多200字")],
-        description="例如：电话、家访、微信；家长称谓及电话",
+        _l("家长联系方式/沟通方式"),
+        validators=[Optional(), Length(max=200, message=_l("最多200字"))],
+        description=_l("例如：电话、家访、微信；家长称谓及电话"),
     )
 
 
@@ -145,7 +150,7 @@ def student_groups(user: User) -> list[tuple[str, list[tuple[int, str]]]]:
         klass = f"{s.school.name} {s.class_unit.name}" if several_schools else s.class_unit.name
         label = f"{s.class_unit.name} {s.name}"
         if names[(s.class_id, s.name)] > 1 and s.school_student_no:
-            label += f"（学号 {s.school_student_no}）"
+            label += _("（学号 %(number)s）", number=s.school_student_no)
         groups.setdefault((s.school_id, s.class_id), (klass, []))[1].append((s.id, label))
     return list(groups.values())
 
@@ -204,7 +209,7 @@ def _report_page(source: str, form_class: type[QuickReportForm]):
         if result is not None:
             web_session[_DONE_KEY] = result
             return redirect(url_for("reports.done"))
-        error = "提交失败，请检查所填内容后重试"
+        error = _("提交失败，请检查所填内容后重试")
     status = 400 if request.method == "POST" else 200  # a POST that gets here was refused
     groups = student_groups(user)
     audit_read("read", "student", "", page=f"report_{source}", students=sum(len(g[1]) for g in groups))
@@ -266,7 +271,7 @@ def done():
     audit_read("read", "warning", result.get("warning_id") or "", page="report_done")
     return render_template(
         "admin/xinshu_report_done.html",
-        title="报告已提交",
+        title=_("报告已提交"),
         source=source,
         event=result.get("event"),
         level=level,
@@ -278,5 +283,5 @@ def done():
 @bp.errorhandler(CSRFError)
 def csrf_error(_exc: CSRFError):
     """A missing or expired CSRF token (e.g. the page was left open too long): 400, in Chinese."""
-    message = "页面已过期或提交无效，未保存任何内容。请重新打开页面后再提交。"
-    return render_template("admin/xinshu_report_error.html", title="提交未成功", message=message), 400
+    message = _("页面已过期或提交无效，未保存任何内容。请重新打开页面后再提交。")
+    return render_template("admin/xinshu_report_error.html", title=_("提交未成功"), message=message), 400

@@ -49,6 +49,7 @@ from statemachine.exceptions import TransitionNotAllowed
 
 from xinshu import timeline  # noqa: F401 - registers the append-only listeners
 from xinshu.errors import XinshuError
+from xinshu.i18n import N_
 from xinshu.levels import FormField, InterventionTemplate, InterviewForm
 from xinshu.models import OPEN_CASE_STATES, ROLES, Case, CaseEvent, Interview, PlanTask, utcnow
 
@@ -61,15 +62,15 @@ APPROVAL_LEVEL = 3
 #: Events that need a reason (the others fall back to the event's label).
 REASON_REQUIRED = ("relapse", "watch", "close", "transfer")
 EVENT_LABELS = {
-    "warn": "重新预警",
-    "start_interview": "开始调研访谈",
-    "finish_interview": "完成访谈，进入制定方案",
-    "start_intervention": "开始干预实施",
-    "start_follow_up": "转入跟踪随访",
-    "relapse": "情况反复，重新干预",
-    "watch": "转入数据监测",
-    "close": "结案",
-    "transfer": "转出（移交）",
+    "warn": N_("重新预警"),
+    "start_interview": N_("开始调研访谈"),
+    "finish_interview": N_("完成访谈，进入制定方案"),
+    "start_intervention": N_("开始干预实施"),
+    "start_follow_up": N_("转入跟踪随访"),
+    "relapse": N_("情况反复，重新干预"),
+    "watch": N_("转入数据监测"),
+    "close": N_("结案"),
+    "transfer": N_("转出（移交）"),
 }
 TASK_STEPS = ("interviewing", "planning", "intervening", "follow_up")
 TASK_CATEGORIES = ("school", "family", "community", "hospital")

@@ -408,7 +408,7 @@ def _strip(value: Any) -> Any:
 def _policy(form: Any, field: Any) -> None:
     problems = password_problems(field.data or "")
     if problems:
-        raise ValidationError("；".join(problems))
+        raise ValidationError(_("；").join(problems))
 
 
 class AccountForm(FlaskForm):
@@ -495,7 +495,9 @@ def unit_labels(units: list[OrgUnit], session: Session) -> dict[int, str]:
         chain = [names.get(int(part), "?") for part in unit.path.strip("/").split("/") if part.isdigit()]
         if not chain or chain[-1] != unit.name:
             chain.append(unit.name)
-        labels[unit.id] = f"{' / '.join(chain)}（{ORG_KIND_LABELS.get(unit.kind, unit.kind)}）"
+        labels[unit.id] = _(
+            "%(path)s（%(kind)s）", path=" / ".join(chain), kind=ORG_KIND_LABELS.get(unit.kind, unit.kind)
+        )
     return labels
 
 
@@ -723,7 +725,7 @@ class UserAdminView(SecureView):
             if self._apply(form.submit, change, "revoke", target.id):
                 flash(_("已撤销角色"), "success")
             else:
-                flash("；".join(str(e) for e in form.submit.errors), "error")
+                flash(_("；").join(str(e) for e in form.submit.errors), "error")
             return redirect(self.get_url(".edit_view", user_id=target.id))
         abort(400)
 

@@ -37,12 +37,15 @@ from typing import Any
 
 from flask import abort, flash, redirect, request
 from flask_admin import expose
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 
 from xinshu import hookimpl
 from xinshu.admin.formatting import CASE_STATE_LABELS, ROLE_LABELS, current_services, level_badge, local_time
 from xinshu.admin.views import MAX_ID, SecureView, audit_read, logged_in_user, role_covers, student_access
 from xinshu.errors import XinshuError
+from xinshu.i18n import lazy_labels
 from xinshu.models import OPEN_CASE_STATES, ROLES, Case, Interview, User
 from xinshu.scoping import scope_query
 from xinshu.workflow import (
@@ -71,26 +74,35 @@ DRIVE_ROLES = ("psychology_teacher",)
 APPROVE_ROLES = ("principal",)
 LIST_LIMIT = 200
 STEP_STATES = ("monitoring", "warned", "interviewing", "planning", "intervening", "follow_up")
-EVENT_KIND_LABELS = {"state": "状态", "interview": "访谈", "plan": "方案", "task": "任务", "note": "备注"}
-TASK_STATUS_LABELS = {"open": "待办", "done": "已完成", "cancelled": "已取消"}
-TASK_CATEGORY_LABELS = {"school": "学校", "family": "家庭", "community": "社区", "hospital": "医院"}
+EVENT_KIND_LABELS = {
+    "state": _l("状态"),
+    "interview": _l("访谈"),
+    "plan": _l("方案"),
+    "task": _l("任务"),
+    "note": _l("备注"),
+}
+TASK_STATUS_LABELS = {"open": _l("待办"), "done": _l("已完成"), "cancelled": _l("已取消")}
+TASK_CATEGORY_LABELS = {"school": _l("学校"), "family": _l("家庭"), "community": _l("社区"), "hospital": _l("医院")}
 CASE_CATEGORY_LABELS = {
-    "general": "通用",
-    "self_harm": "自伤自杀",
-    "bullying": "欺凌",
-    "family_crisis": "家庭危机",
-    "loss": "重大丧失",
+    "general": _l("通用"),
+    "self_harm": _l("自伤自杀"),
+    "bullying": _l("欺凌"),
+    "family_crisis": _l("家庭危机"),
+    "loss": _l("重大丧失"),
 }
 SECTION_LABELS = {
-    "risk_factors": "危险因素",
-    "protective_factors": "保护因素",
-    "safety_plan": "安全计划",
-    "notes": "备注",
+    "risk_factors": _l("危险因素"),
+    "protective_factors": _l("保护因素"),
+    "safety_plan": _l("安全计划"),
+    "notes": _l("备注"),
 }
+#: The workflow events as shown on buttons and in messages, in the request's language
+#: (xinshu.workflow.EVENT_LABELS stays Chinese: it is also a case event's stored reason).
+EVENT_BUTTON_LABELS = lazy_labels(EVENT_LABELS)
 #: Buttons drawn in red: they end the case or send it back.
 DANGER_EVENTS = ("close", "transfer", "relapse")
 #: Shown instead of a note the user may not read.
-HIDDEN_TEXT = "（受保护的个案记录：须有查看权限或登记查看理由）"
+HIDDEN_TEXT = _l("（受保护的个案记录：须有查看权限或登记查看理由）")
 
 
 def parse_local(value: str | None) -> dt.datetime | None:
@@ -113,9 +125,9 @@ def answer_text(item, value: Any) -> str:
     """An interview answer as text: option labels, 是/否, the text itself."""
     labels = {o.id: o.label.get("zh", o.id) for o in item.options}
     if isinstance(value, bool):
-        return "是" if value else "否"
+        return _("是") if value else _("否")
     if isinstance(value, list):
-        return "、".join(labels.get(v, str(v)) for v in value)
+        return _("、").join(labels.get(v, str(v)) for v in value)
     return labels.get(value, str(value)) if isinstance(value, str) else str(value)
 
 
@@ -159,7 +171,7 @@ class CaseWorkflowView(SecureView):
 
     def _failed(self, case: Case, exc: XinshuError):
         self.session.rollback()
-        flash(f"未能保存：{exc}", "error")
+        flash(_("未能保存：%(error)s", error=exc), "error")
         return redirect(self._case_url(case))
 
     def _case_url(self, case: Case) -> str:
@@ -238,7 +250,7 @@ class CaseWorkflowView(SecureView):
             needs_approval=case.level >= APPROVAL_LEVEL,
             may_done={t.id: is_open and (may_drive or self.may(user, (t.owner_role,), case)) for t in tasks},
             transitions=blocked_events(self.session, services, case) if is_open else {},
-            event_labels=EVENT_LABELS,
+            event_labels=EVENT_BUTTON_LABELS,
             danger_events=DANGER_EVENTS,
             steps=STEP_STATES,
             tasks=tasks,
@@ -267,9 +279,11 @@ class CaseWorkflowView(SecureView):
         user = self._require(DRIVE_ROLES, case)
         event = request.form.get("event", "")
         reason = request.form.get("reason", "")
-        label = EVENT_LABELS.get(event, event)
+        label = EVENT_BUTTON_LABELS.get(event, event)
         return self._run(
-            case, f"已{label}", lambda: advance(self.session, current_services(), case, event, user.username, reason)
+            case,
+            _("已%(action)s", action=label),
+            lambda: advance(self.session, current_services(), case, event, user.username, reason),
         )
 
     @expose("/case/<int:case_id>/approve", methods=("POST",))
@@ -278,7 +292,9 @@ class CaseWorkflowView(SecureView):
         user = self._require(APPROVE_ROLES, case)
         reason = request.form.get("reason", "")
         return self._run(
-            case, "已审批干预方案", lambda: approve_plan(self.session, current_services(), case, user.username, reason)
+            case,
+            _("已审批干预方案"),
+            lambda: approve_plan(self.session, current_services(), case, user.username, reason),
         )
 
     @expose("/case/<int:case_id>/task/<int:task_id>/done", methods=("POST",))
@@ -293,7 +309,7 @@ class CaseWorkflowView(SecureView):
         note = request.form.get("note", "")
         return self._run(
             case,
-            f"任务「{task.title}」已完成",
+            _("任务「%(title)s」已完成", title=task.title),
             lambda: complete_task(self.session, current_services(), case, task_id, user.username, note),
         )
 
@@ -308,11 +324,11 @@ class CaseWorkflowView(SecureView):
             due = request.form.get("due_at", "")
             due_at = parse_local(due)
             if due and due_at is None:
-                flash("截止时间格式应为 YYYY-MM-DD HH:MM", "error")
+                flash(_("截止时间格式应为 YYYY-MM-DD HH:MM"), "error")
                 return redirect(self.get_url(".task_edit_view", case_id=case.id, task_id=task.id))
             return self._run(
                 case,
-                "任务已修改",
+                _("任务已修改"),
                 lambda: edit_task(
                     self.session,
                     current_services(),
@@ -343,15 +359,15 @@ class CaseWorkflowView(SecureView):
         form = request.form
         due_at = parse_local(form.get("due_at"))
         if due_at is None:
-            flash("未能保存：请填写截止时间（YYYY-MM-DD HH:MM）", "error")
+            flash(_("未能保存：请填写截止时间（YYYY-MM-DD HH:MM）"), "error")
             return redirect(self._case_url(case))
         every = form.get("every_days", "").strip()
         if every and not every.isdigit():
-            flash("未能保存：重复间隔应为天数", "error")
+            flash(_("未能保存：重复间隔应为天数"), "error")
             return redirect(self._case_url(case))
         return self._run(
             case,
-            "已新增任务",
+            _("已新增任务"),
             lambda: add_task(
                 self.session,
                 current_services(),
@@ -375,7 +391,7 @@ class CaseWorkflowView(SecureView):
         note = request.form.get("note", "")
         return self._run(
             case,
-            "已记录结案条件",
+            _("已记录结案条件"),
             lambda: record_exit_criterion(self.session, current_services(), case, criterion, user.username, note),
         )
 
@@ -388,7 +404,7 @@ class CaseWorkflowView(SecureView):
         form_id = request.values.get("form") or ("standard" if "standard" in forms else next(iter(forms), ""))
         form = forms.get(form_id)
         if form is None:
-            flash("未声明调研访谈表（rules/interviews/*.yaml）", "error")
+            flash(_("未声明调研访谈表（rules/interviews/*.yaml）"), "error")
             return redirect(self._case_url(case))
         error, values = None, {}
         level = case.warning.level if case.warning is not None and case.warning.status == "open" else case.level
@@ -421,7 +437,7 @@ class CaseWorkflowView(SecureView):
                 raise
             else:
                 log.info("case %s: interview recorded by user id %s", case.id, user.id)
-                return self._done(case, "调研访谈已记录，进入制定方案")
+                return self._done(case, _("调研访谈已记录，进入制定方案"))
         may_record = case.state in ("warned", "interviewing")
         if request.method == "GET":
             audit_read("read", "case", case.id, page="interview")
@@ -461,4 +477,4 @@ class CaseWorkflowView(SecureView):
 
 @hookimpl
 def register_admin_views(admin: Any, db: Any, app: Any) -> None:
-    admin.add_view(CaseWorkflowView(db, name="个案处置", endpoint="caseflow", category="分类干预"))
+    admin.add_view(CaseWorkflowView(db, name=_l("个案处置"), endpoint="caseflow", category=_l("分类干预")))

@@ -37,6 +37,9 @@ from typing import Any, ClassVar
 
 from flask import abort, current_app, flash, redirect, url_for
 from flask_admin import expose
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_babel import lazy_pgettext
 from flask_wtf import FlaskForm
 from markupsafe import Markup
 from sqlalchemy import false, func, or_, select
@@ -51,9 +54,11 @@ from xinshu.admin.formatting import (
     choices,
     level_badge,
     local_time,
+    select_choices,
 )
 from xinshu.admin.views import SecureModelView, SecureView, audit_read, logged_in_user, role_covers, student_access
 from xinshu.errors import XinshuError
+from xinshu.i18n import lazy_labels
 from xinshu.models import (
     OPEN_CASE_STATES,
     Case,
@@ -109,13 +114,25 @@ RESOURCE_EDITOR_ROLES = ("bureau_admin",)
 TIMELINE_KINDS = ("referral", "contact", "consent")
 #: Open cases listed on the desk's index page.
 DESK_LIST_LIMIT = 200
-HIDDEN_TEXT = "（受保护的个案记录：须有查看权限或登记查看理由）"
-STEP_LABELS = {"acknowledged": "登记对方已接收", "outcome": "登记转介结果", "returned": "登记返校复学计划"}
+HIDDEN_TEXT = _l("（受保护的个案记录：须有查看权限或登记查看理由）")
+STEP_LABELS = {"acknowledged": _l("登记对方已接收"), "outcome": _l("登记转介结果"), "returned": _l("登记返校复学计划")}
 STEP_TEXT_LABELS = {
-    "acknowledged": "备注（可选）",
-    "outcome": "转介结果（评估、诊疗建议等）",
-    "returned": "返校复学计划",
+    "acknowledged": _l("备注（可选）"),
+    "outcome": _l("转介结果（评估、诊疗建议等）"),
+    "returned": _l("返校复学计划"),
 }
+
+
+#: The label dictionaries of xinshu.referrals (stored in Chinese in case timelines), shown translated.
+PARTNER_KIND_LABELS = lazy_labels(PARTNER_KINDS)
+REFERRAL_KIND_LABELS = lazy_labels(REFERRAL_KINDS)
+REFERRAL_STATUS_LABELS = lazy_labels(REFERRAL_STATUSES)
+CONTACT_CHANNEL_LABELS = lazy_labels(CONTACT_CHANNELS)
+CONSENT_DECISION_LABELS = lazy_labels(CONSENT_DECISIONS)
+CONSENT_PURPOSE_LABELS = lazy_labels(CONSENT_PURPOSES)
+GUARDIAN_RELATION_LABELS = lazy_labels(GUARDIAN_RELATIONS)
+RESOURCE_KIND_LABELS = lazy_labels(RESOURCE_KINDS)
+RESOURCE_AUDIENCE_LABELS = lazy_labels(RESOURCE_AUDIENCES)
 
 
 # --- scoping helpers ------------------------------------------------------------
@@ -181,7 +198,9 @@ def fmt_case_link(view, context, model, name) -> Markup:
     case_id = getattr(model, name)
     if case_id is None:
         return Markup("")
-    return Markup("<a href='{}'>个案 #{}</a>").format(url_for("casedesk.case_view", case_id=case_id), case_id)
+    return Markup("<a href='{}'>{}</a>").format(
+        url_for("casedesk.case_view", case_id=case_id), _("个案 #%(id)s", id=case_id)
+    )
 
 
 def fmt_student_link(view, context, model, name) -> Markup:
@@ -220,19 +239,19 @@ class PartnerView(SecureModelView):
     column_details_list = ("id", "district", "kind", "name", "department", "phone", "address", "notes", "active")
     form_columns = ("district", "kind", "name", "department", "phone", "address", "notes", "active")
     column_labels: ClassVar[dict[str, str]] = {
-        "id": "编号",
-        "district": "所属区",
-        "district.name": "所属区",
-        "kind": "类型",
-        "name": "机构名称",
-        "department": "科室/部门",
-        "phone": "联系电话",
-        "address": "地址",
-        "notes": "说明",
-        "active": "启用",
+        "id": _l("编号"),
+        "district": _l("所属区"),
+        "district.name": _l("所属区"),
+        "kind": _l("类型"),
+        "name": _l("机构名称"),
+        "department": _l("科室/部门"),
+        "phone": _l("联系电话"),
+        "address": _l("地址"),
+        "notes": _l("说明"),
+        "active": _l("启用"),
     }
-    column_choices: ClassVar[dict[str, list[tuple[str, str]]]] = {"kind": choices(PARTNER_KINDS)}
-    form_choices: ClassVar[dict[str, list[tuple[str, str]]]] = {"kind": choices(PARTNER_KINDS)}
+    column_choices: ClassVar[dict[str, list[tuple[str, str]]]] = {"kind": choices(PARTNER_KIND_LABELS)}
+    form_choices: ClassVar[dict[str, list[tuple[str, str]]]] = {"kind": choices(PARTNER_KIND_LABELS)}
     column_searchable_list = ("name", "department")
     column_filters = ("kind", "active", "district.name")
     column_sortable_list = ("id", "kind", "name", "active")
@@ -273,18 +292,18 @@ class PartnerView(SecureModelView):
 
     def update_model(self, form, model) -> bool:
         if not self._may_edit_district(model.district):
-            flash("只能修改本人所管辖区的合作机构", "error")
+            flash(_("只能修改本人所管辖区的合作机构"), "error")
             return False
         return super().update_model(form, model)
 
     def on_model_change(self, form, model: Partner, is_created: bool) -> None:
         if not self._may_edit_district(model.district):
-            raise ValidationError("只能在本人所管辖的区登记合作机构")
+            raise ValidationError(_("只能在本人所管辖的区登记合作机构"))
         if model.kind not in PARTNER_KINDS:
-            raise ValidationError("未知的机构类型")
+            raise ValidationError(_("未知的机构类型"))
         model.name = (model.name or "").strip()
         if not model.name:
-            raise ValidationError("请填写机构名称")
+            raise ValidationError(_("请填写机构名称"))
         for attr in ("department", "phone", "address", "notes"):
             setattr(model, attr, (getattr(model, attr) or "").strip())
         log.info("partner %s %s by user id %s", model.id or "(new)", "created" if is_created else "edited",
@@ -299,17 +318,17 @@ class ResourceView(SecureModelView):
     column_details_list = ("id", "code", "kind", "title", "audience", "url", "description")
     form_columns = ("code", "kind", "title", "audience", "url", "description")
     column_labels: ClassVar[dict[str, str]] = {
-        "id": "编号",
-        "code": "代码",
-        "kind": "类别",
-        "title": "标题",
-        "audience": "适用对象",
-        "url": "文件地址",
-        "description": "简介",
+        "id": _l("编号"),
+        "code": _l("代码"),
+        "kind": _l("类别"),
+        "title": _l("标题"),
+        "audience": _l("适用对象"),
+        "url": _l("文件地址"),
+        "description": _l("简介"),
     }
     column_choices: ClassVar[dict[str, list[tuple[str, str]]]] = {
-        "kind": choices(RESOURCE_KINDS),
-        "audience": choices(RESOURCE_AUDIENCES),
+        "kind": choices(RESOURCE_KIND_LABELS),
+        "audience": choices(RESOURCE_AUDIENCE_LABELS),
     }
     form_choices: ClassVar[dict[str, list[tuple[str, str]]]] = column_choices
     column_formatters: ClassVar[dict[str, Any]] = {"url": fmt_resource_url}
@@ -332,15 +351,15 @@ class ResourceView(SecureModelView):
 
     def on_model_change(self, form, model: Resource, is_created: bool) -> None:
         if not _has_role(logged_in_user(), RESOURCE_EDITOR_ROLES):
-            raise ValidationError("只有市教育局管理员可以编辑资源库")
+            raise ValidationError(_("只有市教育局管理员可以编辑资源库"))
         model.code = (model.code or "").strip()
         model.url = (model.url or "").strip()
         if not CODE_PATTERN.match(model.code):
-            raise ValidationError("代码只能含小写字母、数字和 _ . -，例如 safety-plan-guide")
+            raise ValidationError(_("代码只能含小写字母、数字和 _ . -，例如 safety-plan-guide"))
         if model.kind not in RESOURCE_KINDS or model.audience not in RESOURCE_AUDIENCES:
-            raise ValidationError("请选择类别和适用对象")
+            raise ValidationError(_("请选择类别和适用对象"))
         if not safe_resource_url(model.url):
-            raise ValidationError("文件地址须为空、相对路径或 https:// 地址")
+            raise ValidationError(_("文件地址须为空、相对路径或 https:// 地址"))
 
 
 class _CaseScopedView(SecureModelView):
@@ -358,18 +377,18 @@ class ReferralView(_CaseScopedView):
                    "outcome_at", "returned_at")  # fmt: skip
     column_details_list = (*column_list, "outcome", "return_plan")
     column_labels: ClassVar[dict[str, str]] = {
-        "id": "编号",
-        "case_id": "个案",
-        "kind": "转介类型",
-        "partner": "合作机构",
-        "status": "进展",
-        "sent_by": "转出人",
-        "sent_at": "转出时间",
-        "acknowledged_at": "接收时间",
-        "outcome": "转介结果",
-        "outcome_at": "结果时间",
-        "return_plan": "返校复学计划",
-        "returned_at": "返校计划时间",
+        "id": _l("编号"),
+        "case_id": _l("个案"),
+        "kind": _l("转介类型"),
+        "partner": _l("合作机构"),
+        "status": _l("进展"),
+        "sent_by": _l("转出人"),
+        "sent_at": _l("转出时间"),
+        "acknowledged_at": _l("接收时间"),
+        "outcome": _l("转介结果"),
+        "outcome_at": _l("结果时间"),
+        "return_plan": _l("返校复学计划"),
+        "returned_at": _l("返校计划时间"),
     }
     column_formatters: ClassVar[dict[str, Any]] = {
         "case_id": fmt_case_link,
@@ -378,8 +397,8 @@ class ReferralView(_CaseScopedView):
         "return_plan": fmt_case_text,
     }
     column_choices: ClassVar[dict[str, list[tuple[str, str]]]] = {
-        "kind": choices(REFERRAL_KINDS),
-        "status": choices(REFERRAL_STATUSES),
+        "kind": choices(REFERRAL_KIND_LABELS),
+        "status": choices(REFERRAL_STATUS_LABELS),
     }
     column_filters = ("kind", "status")
     column_sortable_list = ("id", "case_id", "kind", "status", "sent_at")
@@ -391,20 +410,20 @@ class ParentContactView(_CaseScopedView):
     column_list = ("id", "case_id", "at", "by", "channel", "content", "parent_response")
     column_details_list = column_list
     column_labels: ClassVar[dict[str, str]] = {
-        "id": "编号",
-        "case_id": "个案",
-        "at": "沟通时间",
-        "by": "沟通人",
-        "channel": "方式",
-        "content": "沟通内容",
-        "parent_response": "家长反馈",
+        "id": _l("编号"),
+        "case_id": _l("个案"),
+        "at": _l("沟通时间"),
+        "by": _l("沟通人"),
+        "channel": _l("方式"),
+        "content": _l("沟通内容"),
+        "parent_response": _l("家长反馈"),
     }
     column_formatters: ClassVar[dict[str, Any]] = {
         "case_id": fmt_case_link,
         "content": fmt_case_text,
         "parent_response": fmt_case_text,
     }
-    column_choices: ClassVar[dict[str, list[tuple[str, str]]]] = {"channel": choices(CONTACT_CHANNELS)}
+    column_choices: ClassVar[dict[str, list[tuple[str, str]]]] = {"channel": choices(CONTACT_CHANNEL_LABELS)}
     column_filters = ("channel",)
     column_sortable_list = ("id", "case_id", "at", "channel")
     column_default_sort = ("at", True)
@@ -416,24 +435,24 @@ class GuardianConsentView(SecureModelView):
     column_list = ("id", "student_id", "case_id", "purpose", "decision", "guardian_relation", "recorded_by", "at")
     column_details_list = (*column_list, "evidence")
     column_labels: ClassVar[dict[str, str]] = {
-        "id": "编号",
-        "student_id": "学生",
-        "case_id": "个案",
-        "purpose": "事项",
-        "decision": "决定",
-        "guardian_relation": "监护人关系",
-        "evidence": "凭证",
-        "recorded_by": "登记人",
-        "at": "登记时间",
+        "id": _l("编号"),
+        "student_id": _l("学生"),
+        "case_id": _l("个案"),
+        "purpose": _l("事项"),
+        "decision": _l("决定"),
+        "guardian_relation": _l("监护人关系"),
+        "evidence": _l("凭证"),
+        "recorded_by": _l("登记人"),
+        "at": _l("登记时间"),
     }
     column_formatters: ClassVar[dict[str, Any]] = {
         "student_id": fmt_student_link,
         "case_id": fmt_case_link,
-        "purpose": _labels(CONSENT_PURPOSES),
-        "guardian_relation": _labels(GUARDIAN_RELATIONS),
+        "purpose": _labels(CONSENT_PURPOSE_LABELS),
+        "guardian_relation": _labels(GUARDIAN_RELATION_LABELS),
         "evidence": fmt_case_text,
     }
-    column_choices: ClassVar[dict[str, list[tuple[str, str]]]] = {"decision": choices(CONSENT_DECISIONS)}
+    column_choices: ClassVar[dict[str, list[tuple[str, str]]]] = {"decision": choices(CONSENT_DECISION_LABELS)}
     column_filters = ("purpose", "decision")
     column_sortable_list = ("id", "purpose", "decision", "at")
     column_default_sort = ("at", True)
@@ -447,40 +466,43 @@ class GuardianConsentView(SecureModelView):
 
 
 class ReferForm(FlaskForm):
-    kind = SelectField("转介类型", choices=dict(REFERRAL_KINDS))
-    partner = SelectField("合作机构", coerce=int, validate_choice=True)
+    kind = SelectField(_l("转介类型"), choices=select_choices(REFERRAL_KIND_LABELS))
+    partner = SelectField(_l("合作机构"), coerce=int, validate_choice=True)
     reason = TextAreaField(
-        "转介理由",
-        validators=[DataRequired(message="请填写转介理由"), Length(max=MAX_TEXT, message="最多4000字")],
+        _l("转介理由"),
+        validators=[DataRequired(message=_l("请填写转介理由")), Length(max=MAX_TEXT, message=_l("最多4000字"))],
     )
-    submit = SubmitField("转介")
+    submit = SubmitField(_l("转介"))
 
 
 class StepForm(FlaskForm):
     status = HiddenField()
-    text = TextAreaField("内容", validators=[Length(max=MAX_TEXT, message="最多4000字")])
-    submit = SubmitField("登记")
+    text = TextAreaField(_l("内容"), validators=[Length(max=MAX_TEXT, message=_l("最多4000字"))])
+    submit = SubmitField(_l("登记"))
 
 
 class ContactForm(FlaskForm):
-    channel = SelectField("沟通方式", choices=dict(CONTACT_CHANNELS))
-    at = DateTimeLocalField("沟通时间（北京时间，默认现在）", format="%Y-%m-%dT%H:%M", validators=[Optional()])
+    channel = SelectField(_l("沟通方式"), choices=select_choices(CONTACT_CHANNEL_LABELS))
+    at = DateTimeLocalField(_l("沟通时间（北京时间，默认现在）"), format="%Y-%m-%dT%H:%M", validators=[Optional()])
     content = TextAreaField(
-        "沟通内容", validators=[DataRequired(message="请填写沟通内容"), Length(max=MAX_TEXT, message="最多4000字")]
+        _l("沟通内容"),
+        validators=[DataRequired(message=_l("请填写沟通内容")), Length(max=MAX_TEXT, message=_l("最多4000字"))],
     )
-    parent_response = TextAreaField("家长反馈", validators=[Length(max=MAX_TEXT, message="最多4000字")])
-    submit = SubmitField("记录")
+    parent_response = TextAreaField(_l("家长反馈"), validators=[Length(max=MAX_TEXT, message=_l("最多4000字"))])
+    submit = SubmitField(_l("记录"))
 
 
 class ConsentForm(FlaskForm):
-    purpose = SelectField("事项", choices=dict(CONSENT_PURPOSES))
-    decision = RadioField("监护人决定", choices=dict(CONSENT_DECISIONS), validators=[DataRequired("请选择")])
-    relation = SelectField("监护人关系", choices=dict(GUARDIAN_RELATIONS))
-    evidence = TextAreaField(
-        "凭证（签字同意书存档位置、谈话记录等）",
-        validators=[DataRequired(message="请填写凭证"), Length(max=MAX_TEXT, message="最多4000字")],
+    purpose = SelectField(_l("事项"), choices=select_choices(CONSENT_PURPOSE_LABELS))
+    decision = RadioField(
+        _l("监护人决定"), choices=select_choices(CONSENT_DECISION_LABELS), validators=[DataRequired(_l("请选择"))]
     )
-    submit = SubmitField("登记")
+    relation = SelectField(_l("监护人关系"), choices=select_choices(GUARDIAN_RELATION_LABELS))
+    evidence = TextAreaField(
+        _l("凭证（签字同意书存档位置、谈话记录等）"),
+        validators=[DataRequired(message=_l("请填写凭证")), Length(max=MAX_TEXT, message=_l("最多4000字"))],
+    )
+    submit = SubmitField(_l("登记"))
 
 
 class CaseDeskView(SecureView):
@@ -533,7 +555,7 @@ class CaseDeskView(SecureView):
                 lambda s: refer(s, case, form.kind.data, form.partner.data, user.username, form.reason.data)
             )
             if error is None:
-                flash("已登记转介", "success")
+                flash(_("已登记转介"), "success")
                 return self._back(case)
             form.reason.errors = [*form.reason.errors, error]
         return self._page(case, refer_form=form, status=400)
@@ -548,12 +570,12 @@ class CaseDeskView(SecureView):
         form = StepForm(prefix=f"step{referral.id}")
         if form.validate_on_submit():
             if form.status.data != referral.status:
-                form.text.errors = [*form.text.errors, "此转介已被他人更新，请刷新后再登记"]
+                form.text.errors = [*form.text.errors, _("此转介已被他人更新，请刷新后再登记")]
             else:
                 target, text = NEXT_STATUS.get(referral.status), form.text.data or ""
                 error = self._apply(lambda s: self._advance(s, referral, target, text, user.username))
                 if error is None:
-                    flash(f"已登记：{REFERRAL_STATUSES.get(target, target)}", "success")
+                    flash(_("已登记：%(status)s", status=REFERRAL_STATUS_LABELS.get(target, target)), "success")
                     return self._back(case)
                 form.text.errors = [*form.text.errors, error]
         return self._page(case, step_forms={referral.id: form}, status=400)
@@ -571,7 +593,7 @@ class CaseDeskView(SecureView):
                 )
             )
             if error is None:
-                flash("已记录家校沟通", "success")
+                flash(_("已记录家校沟通"), "success")
                 return self._back(case)
             form.content.errors = [*form.content.errors, error]
         return self._page(case, contact_form=form, status=400)
@@ -589,7 +611,7 @@ class CaseDeskView(SecureView):
                 )
             )  # fmt: skip
             if error is None:
-                flash("已登记监护人意见", "success")
+                flash(_("已登记监护人意见"), "success")
                 return self._back(case)
             form.evidence.errors = [*form.evidence.errors, error]
         return self._page(case, consent_form=form, status=400)
@@ -622,7 +644,7 @@ class CaseDeskView(SecureView):
             session.commit()
         except XinshuError as exc:
             session.rollback()
-            return f"未能保存：{exc}"
+            return _("未能保存：%(error)s", error=exc)
         except Exception:
             session.rollback()
             raise
@@ -637,7 +659,7 @@ class CaseDeskView(SecureView):
         elif target == "returned":
             record_return_plan(session, referral, text, actor)
         else:
-            raise XinshuError("此转介已完成闭环")
+            raise XinshuError(_("此转介已完成闭环"))
 
     def _back(self, case: Case):
         return redirect(self.get_url(".case_view", case_id=case.id))
@@ -663,7 +685,7 @@ class CaseDeskView(SecureView):
     def _refer_form(self, case: Case) -> ReferForm:
         form = ReferForm(prefix="refer")
         form.partner.choices = {
-            p.id: f"[{REFERRAL_KINDS[p.kind]}] {p.name} {p.department}".strip()
+            p.id: f"[{REFERRAL_KIND_LABELS[p.kind]}] {p.name} {p.department}".strip()
             for p in self._district_partners(case)
             if p.kind in REFERRAL_KINDS
         }
@@ -719,7 +741,7 @@ class CaseDeskView(SecureView):
                 contacts=contacts,
                 consents=consents,
                 consent=consent,
-                consent_kinds=[REFERRAL_KINDS[k] for k in CONSENT_REQUIRED_KINDS],
+                consent_kinds=[REFERRAL_KIND_LABELS[k] for k in CONSENT_REQUIRED_KINDS],
                 partners=partners,
                 plan_resources=self._plan_resources(case),
                 resource_url=(lambda r: url_for(f"{resource_view.endpoint}.details_view", id=r.id))
@@ -737,17 +759,17 @@ class CaseDeskView(SecureView):
                 hidden_text=HIDDEN_TEXT,
                 labels={
                     "state": CASE_STATE_LABELS,
-                    "partner": PARTNER_KINDS,
-                    "referral": REFERRAL_KINDS,
-                    "status": REFERRAL_STATUSES,
+                    "partner": PARTNER_KIND_LABELS,
+                    "referral": REFERRAL_KIND_LABELS,
+                    "status": REFERRAL_STATUS_LABELS,
                     "step": STEP_LABELS,
                     "step_text": STEP_TEXT_LABELS,
                     "next": NEXT_STATUS,
-                    "channel": CONTACT_CHANNELS,
-                    "decision": CONSENT_DECISIONS,
-                    "purpose": CONSENT_PURPOSES,
-                    "relation": GUARDIAN_RELATIONS,
-                    "resource": RESOURCE_KINDS,
+                    "channel": CONTACT_CHANNEL_LABELS,
+                    "decision": CONSENT_DECISION_LABELS,
+                    "purpose": CONSENT_PURPOSE_LABELS,
+                    "relation": GUARDIAN_RELATION_LABELS,
+                    "resource": RESOURCE_KIND_LABELS,
                     "role": ROLE_LABELS,
                 },
                 level_badge=level_badge,
@@ -759,12 +781,14 @@ class CaseDeskView(SecureView):
 
 @hookimpl
 def register_admin_views(admin: Any, db: Any, app: Any) -> None:
-    directory, casework = "专家资源", "分类干预"
-    admin.add_view(PartnerView(Partner, db, name="合作机构", endpoint="partner", category=directory))
-    admin.add_view(ResourceView(Resource, db, name="资源库", endpoint="resource", category=directory))
-    admin.add_view(CaseDeskView(db, name="转介与家校沟通", endpoint="casedesk", category=casework))
-    admin.add_view(ReferralView(Referral, db, name="转介", endpoint="referral", category=casework))
+    directory, casework = _l("专家资源"), _l("分类干预")
+    partners, referrals = lazy_pgettext("menu", "合作机构"), lazy_pgettext("menu", "转介")
+    consents = lazy_pgettext("menu", "监护人同意")
+    admin.add_view(PartnerView(Partner, db, name=partners, endpoint="partner", category=directory))
+    admin.add_view(ResourceView(Resource, db, name=_l("资源库"), endpoint="resource", category=directory))
+    admin.add_view(CaseDeskView(db, name=_l("转介与家校沟通"), endpoint="casedesk", category=casework))
+    admin.add_view(ReferralView(Referral, db, name=referrals, endpoint="referral", category=casework))
     admin.add_view(
-        ParentContactView(ParentContact, db, name="家校沟通记录", endpoint="parentcontact", category=casework)
+        ParentContactView(ParentContact, db, name=_l("家校沟通记录"), endpoint="parentcontact", category=casework)
     )
-    admin.add_view(GuardianConsentView(GuardianConsent, db, name="监护人同意", endpoint="consent", category=casework))
+    admin.add_view(GuardianConsentView(GuardianConsent, db, name=consents, endpoint="consent", category=casework))

@@ -110,6 +110,7 @@ from xinshu.data_requests import (
     visible_requests,
 )
 from xinshu.errors import XinshuError
+from xinshu.i18n import lazy_labels
 from xinshu.models import ROLES, Campaign, DataRequest, GuardianConsent, OrgUnit, Student, User
 from xinshu.referrals import GUARDIAN_RELATIONS
 
@@ -280,7 +281,9 @@ class CampaignAdminView(SecureView):
 
     def _form(self, campaign: Campaign | None) -> CampaignForm:
         form = CampaignForm(obj=None)
-        form.org_unit.choices = options((u.id, f"{u.name}（{u.code}）") for u in self._manageable_units())
+        form.org_unit.choices = options(
+            (u.id, _("%(name)s（%(code)s）", name=u.name, code=u.code)) for u in self._manageable_units()
+        )
         form.instruments.choices = options(sorted(_instrument_titles().items()))
         if campaign is not None and request.method == "GET":
             for name in ("code", "name", "legal_basis", "legal_basis_ref", "purpose", "retention_days"):
@@ -387,7 +390,7 @@ class CampaignAdminView(SecureView):
         user = logged_in_user()
         staff_prefixes = role_prefixes(user, CONSENT_ROLES)
         form = ConsentForm()
-        form.relation.choices = options(GUARDIAN_RELATIONS)
+        form.relation.choices = options(lazy_labels(GUARDIAN_RELATIONS))
         if staff_prefixes and form.validate_on_submit():
             if self._record_consent(campaign, form, staff_prefixes):
                 return redirect(self.get_url(".consents_view", campaign_id=campaign.id))
@@ -532,7 +535,7 @@ class DataRequestAdminView(SecureView):
         """The student as the user may see them: the name for school staff, else ``#id``."""
         student = req.student
         if may_see_identity(logged_in_user(), student):
-            return f"{student.name}（#{student.id}）"
+            return _("%(name)s（#%(id)s）", name=student.name, id=student.id)
         return f"#{student.id}"
 
     @expose("/")
@@ -553,11 +556,13 @@ class DataRequestAdminView(SecureView):
 
     def _request_form(self, prefixes: list[str]) -> RequestForm:
         form = RequestForm()
-        form.relation.choices = options(requester_relations())
+        form.relation.choices = options(lazy_labels(requester_relations()))
         klass = aliased(OrgUnit)
         under = or_(*[klass.path.startswith(p, autoescape=True) for p in prefixes]) if prefixes else false()
         classes = self.session.scalars(select(klass).where(klass.kind == "class", under).order_by(klass.path))
-        form.new_class.choices = options([(0, "—")] + [(c.id, f"{c.name}（{c.code}）") for c in classes])
+        form.new_class.choices = options(
+            [(0, "—")] + [(c.id, _("%(name)s（%(code)s）", name=c.name, code=c.code)) for c in classes]
+        )
         return form
 
     @staticmethod
@@ -687,7 +692,7 @@ class ResearchExportView(SecureView):
         prefixes = role_prefixes(user, EXPORT_ROLES)
         campaigns = list(session.scalars(visible_campaigns(user).order_by(Campaign.opens_at.desc())))
         form = ExportForm()
-        form.campaign.choices = options((c.id, f"{c.name}（{c.code}）") for c in campaigns)
+        form.campaign.choices = options((c.id, _("%(name)s（%(code)s）", name=c.name, code=c.code)) for c in campaigns)
         if form.validate_on_submit():
             campaign = next((c for c in campaigns if c.id == form.campaign.data), None)
             if campaign is None:

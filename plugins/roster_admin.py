@@ -170,7 +170,7 @@ def _claims(token: str, salt: str) -> dict[str, Any] | None:
 
 
 def _school_choices(schools: list[OrgUnit]) -> list[tuple[str, str]]:
-    return [(s.code, f"{s.name}（{s.code}）") for s in schools]
+    return [(s.code, _("%(name)s（%(code)s）", name=s.name, code=s.code)) for s in schools]
 
 
 def _end_read_transaction(session) -> None:
@@ -249,7 +249,7 @@ class RosterView(SecureView):
         if claims is None or claims.get("u") != user.id:
             message = _("预览已失效（超过30分钟或不是本人的预览），请重新上传并预览")
             if form.errors and "token" not in form.errors:
-                message = "；".join(str(m) for messages in form.errors.values() for m in messages)
+                message = _("；").join(str(m) for messages in form.errors.values() for m in messages)
             return self._render_upload(self._upload_form(schools), schools, file_error=message, status=400)
         school = next((s for s in schools if s.id == claims.get("s")), None)
         if school is None:
@@ -454,7 +454,7 @@ class RosterView(SecureView):
 
 @hookimpl
 def register_admin_views(admin: Any, db: Any, app: Any) -> None:
-    admin.add_view(RosterView(db, name="名册管理", endpoint="roster", url="/admin/roster"))
+    admin.add_view(RosterView(db, name=_l("名册管理"), endpoint="roster", url="/admin/roster"))
 
 
 # --- command line ----------------------------------------------------------------
