@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from xinshu.declarations.loader import read_declaration
 from xinshu.declarations.registry import Declarations, load_declarations
 from xinshu.errors import XinshuError
 from xinshu.facts_db import gather_facts
@@ -41,10 +41,9 @@ def candidate_files(path: Path) -> list[Path]:
 
 
 def _ruleset_id(path: Path) -> str | None:
-    try:
-        data = yaml.safe_load(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
+    """The ``id`` of a rule file, read with the hardened loader (size, depth, alias and tag limits)."""
+    loaded, _errors = read_declaration(path, path.name)
+    data = loaded.data if loaded is not None else None
     return data.get("id") if isinstance(data, dict) else None
 
 

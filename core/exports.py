@@ -25,6 +25,7 @@ from typing import IO, Any
 
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 
 #: First characters that make a spreadsheet treat a text cell as a formula (ASVS 1.2.10).
 DANGEROUS_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\0")
@@ -121,7 +122,8 @@ def write_xlsx(
 
 def _xlsx_cell(sheet: Any, value: Any) -> Any:
     if isinstance(value, str):
-        cell = WriteOnlyCell(sheet, value=escape_cell(value))
+        # XML 1.0 cannot hold most control characters: shown as U+FFFD instead of failing the file.
+        cell = WriteOnlyCell(sheet, value=ILLEGAL_CHARACTERS_RE.sub("\ufffd", escape_cell(value)))
         cell.data_type = "s"  # never a formula, whatever the text looks like
         return cell
     return value

@@ -98,6 +98,8 @@ def parse_name(value: Any) -> str:
         raise FieldError(_("姓名不能为空"))
     if len(text) > 50:
         raise FieldError(_("姓名超过50个字符"))
+    if any(unicodedata.category(ch).startswith("C") for ch in text):
+        raise FieldError(_("姓名含有控制字符或不可见字符"))
     return text
 
 

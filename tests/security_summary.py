@@ -3,7 +3,8 @@
 Security tests call :func:`count` as they go (routes × roles tried, unauthorised
 2xx answers, CSRF-less POSTs accepted, dangerous export cells left unescaped,
 sensitive reads without an audit row, ...). ``tests/conftest.py`` prints the
-totals in ``pytest_terminal_summary`` (security.md §6, figures 2, 3, 6, 7).
+totals in ``pytest_terminal_summary`` (security.md §6, figures 2, 3, 6, 7, 8; and the
+injection, XSS and log-hygiene sweeps of tests/security).
 The "must be 0" figures are also asserted by the tests that count them, so a
 non-zero figure always comes with a failing test.
 """
@@ -28,6 +29,16 @@ FIGURES: tuple[tuple[str, str, bool], ...] = (
     ("sensitive_reads_tried", "sensitive reads tried", False),
     ("unaudited_reads", "sensitive reads without an audit row", True),
     ("sql_text_findings", "SQL text() built from strings", True),
+    ("export_rows_streamed", "rows in the large streamed export (D4)", False),
+    ("sort_injections_tried", "sort/filter/page injections tried on list views", False),
+    ("injection_errors", "injections answered 5xx, with SQL error text or reaching the SQL text", True),
+    ("xss_pages_checked", "pages checked for stored XSS", False),
+    ("xss_unescaped", "stored XSS payloads rendered unescaped", True),
+    ("malicious_rule_files", "malicious rule/schema files tried", False),
+    ("rule_code_or_network", "malicious rule files that ran code or reached the network", True),
+    ("ruleset_changed_by_rejected", "rejected rule files that changed the active rules", True),
+    ("log_records_scanned", "log records scanned", False),
+    ("log_identifier_hits", "identifiers, names or secrets in logs", True),
 )
 
 _counts: Counter[str] = Counter()
