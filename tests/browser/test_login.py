@@ -54,8 +54,10 @@ def test_login_lands_on_the_chinese_home_then_logout(page, login, live_server, s
     assert page.evaluate("""document.fonts.check('16px "Noto Sans CJK SC"')""") is True
     # document.fonts.check is also true for a font the machine lacks (there is no web font to
     # wait for), so ask chromium which fonts drew the heading: all of 我的角色 (4 characters)
-    # from Noto CJK. The back-office pages carry no lang attribute, so chromium may take its JP face.
+    # from the Simplified Chinese face (the page is lang="zh-CN" with a CJK SC font stack),
+    # none from another region's face (JP glyph forms differ).
     fonts = rendering_fonts(page, "h5")
+    assert fonts.get("Noto Sans CJK SC") == 4, fonts
     assert noto_cjk_glyphs(fonts) == 4, fonts
 
     with page.expect_navigation():
@@ -63,8 +65,9 @@ def test_login_lands_on_the_chinese_home_then_logout(page, login, live_server, s
     expect(page).to_have_url(f"{live_server.url}/login")
     expect(page.get_by_role("heading", name="心数 xinshu 管理后台")).to_be_visible()
     shot("logged-out")
-    # The login page is lang="zh-CN": 心数 and 管理后台 (6 characters) are drawn in Noto Sans CJK SC.
+    # The login page is lang="zh-CN" with the CJK SC font stack first: the heading 心数 xinshu 管理后台
+    # is drawn entirely in Noto Sans CJK SC: 6 Chinese characters + 6 Latin letters + 2 spaces = 14 glyphs.
     fonts = rendering_fonts(page, "h1")
-    assert fonts.get("Noto Sans CJK SC") == 6, fonts
+    assert fonts == {"Noto Sans CJK SC": 14}, fonts
     page.goto(f"{live_server.url}/admin/")
     expect(page).to_have_url(re.compile(r"/login\?next="))

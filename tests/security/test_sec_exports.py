@@ -109,8 +109,9 @@ def check_cells(kind: str, rows: list[list]) -> tuple[int, list[str]]:
                 if cell.data_type not in XLSX_CELL_TYPES:
                     problems.append(f"cell {cell.coordinate} has type {cell.data_type!r}")
                 value = cell.value
-                # XML reading turns a carriage return into a line feed (XML 1.0 §2.11)
-                dangerous = (*DANGEROUS, "\n")
+                # XML reading turns a carriage return into a line feed (XML 1.0 §2.11), and XML 1.0
+                # cannot hold NUL at all: the export writes U+FFFD in its place (after the quote).
+                dangerous = (*DANGEROUS, "\n", "\ufffd")
             else:
                 value, dangerous = cell, DANGEROUS
             if not isinstance(value, str):
