@@ -3,7 +3,7 @@
 PIPL Art. 51 asks a processor of personal information to "合理确定个人信息处理的操作权限"
 (set operating permissions reasonably), and minors' mental-health data are
 sensitive personal information (Arts. 28, 31). xinshu therefore applies the
-*minimum-necessary* rule of ``notes/roles.md`` (security.md P1, A5, A6): each
+*minimum-necessary* rule of ``docs/security.md (roles table)`` (security.md P1, A5, A6): each
 person sees of a student only what their job needs, and nothing without a role
 over the student's class.
 

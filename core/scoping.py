@@ -2,7 +2,7 @@
 
 Every query that lists or opens students, responses, warnings, cases, their
 case records or notifications goes through :func:`scope_query`. The rules are
-those of ``notes/roles.md`` (capabilities in :mod:`xinshu.permissions`):
+those of ``docs/security.md (roles table)`` (capabilities in :mod:`xinshu.permissions`):
 
 * school and class roles see the students under the org units of their role
   assignments (scope is a path prefix, so a unit added later is included);

@@ -1,4 +1,4 @@
-"""Minimum-necessary disclosure in the back office (security.md A2–A10, B1, F1, I1, I4; notes/roles.md).
+"""Minimum-necessary disclosure in the back office (security.md A2–A10, B1, F1, I1, I4; docs/security.md (roles table)).
 
 One application over a real SQLite file per module, CSRF on, users logging in
 through the form. The org tree: city → districts D1 (schools A, B) and D2

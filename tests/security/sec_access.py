@@ -2,7 +2,7 @@
 
 Each route (endpoint and method) of ``app.url_map`` has an :class:`Access`: the users who
 may get a 2xx answer, and for routes about one record, for which records. Anything not
-listed is denied: it must not answer 2xx. The tables follow ``notes/roles.md``:
+listed is denied: it must not answer 2xx. The tables follow ``docs/security.md (roles table)``:
 
 * every logged-in user opens the home page, the list pages (their rows are scoped: a
   user without an assignment gets empty lists), the plugin and declaration pages and

@@ -22,7 +22,7 @@ teacher of school B and ``nobody`` without any assignment; plus three accounts t
 are only *targets* of user management (never logged in by the sweep).
 
 Who may see which student individually is written out by hand in
-:data:`STUDENT_VIS` (and the tables after it) from ``notes/roles.md``; tests
+:data:`STUDENT_VIS` (and the tables after it) from ``docs/security.md (roles table)``; tests
 compare the application against those tables, never against values read back
 from the code under test.
 """
@@ -142,7 +142,7 @@ TARGETS: dict[str, list[tuple[str, str]]] = {
 A_STAFF = ("principal_a", "med_a", "psy_a")
 SCHOOL_A = {"a1", "a2", "a3", "a4"}
 
-# --- who sees what, by hand from notes/roles.md -----------------------------------------------
+# --- who sees what, by hand from docs/security.md (roles table) -----------------------------------------------
 
 #: Students each user may see individually (identity): school roles their school or class;
 #: the district admin students of district 1 escalated to the district or the city; the bureau
