@@ -78,7 +78,7 @@ def record_response(
     :param raw_cells: the cells as they were in the file, kept verbatim.
     :param seconds: completion time in seconds, when known (validity check).
     :param campaign_id: the campaign the response is filed under (its legal basis and retention);
-        the caller has checked :func:`xinshu.campaigns.answer_allowed`.
+        the caller has checked :func:`xinshu.answer_gate.answer_allowed`.
     :raises AnswerError: an answer outside the item's options.
     """
     decls = services.declarations

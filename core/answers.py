@@ -5,7 +5,7 @@ database (``xinshu score`` uses it as is). :func:`import_answers` also matches
 each respondent to a student and records every response through
 :func:`xinshu.alerting.record_response`, all-or-nothing. Given a campaign,
 every row must also pass the campaign's gate (window, enrolment, org unit,
-guardian consent; :mod:`xinshu.campaigns`): one refused row rejects the file,
+guardian consent; :mod:`xinshu.answer_gate`): one refused row rejects the file,
 with a row error per refused row.
 """
 
@@ -21,7 +21,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from xinshu.alerting import record_response
-from xinshu.campaigns import gate_rows, instrument_problem
+from xinshu.answer_gate import gate_rows
+from xinshu.campaigns import instrument_problem
 from xinshu.errors import ImportRejected, RowError, XinshuError
 from xinshu.instruments import Instrument
 from xinshu.models import Campaign, ImportBatch, Student, utcnow
@@ -166,7 +167,7 @@ def import_answers(
 
     :param school_id: restrict respondent matching to one school.
     :param campaign: file the responses under this campaign; every row must pass its gate
-        (:func:`xinshu.campaigns.answer_allowed`: window, enrolment, org unit, guardian consent).
+        (:func:`xinshu.answer_gate.answer_allowed`: window, enrolment, org unit, guardian consent).
     :param at: the time the gate is checked at (aware, or naive UTC; default now).
     :raises ImportRejected: bad cells, unknown or ambiguous respondents, rows the campaign refuses.
     :raises XinshuError: the campaign does not include the instrument.
