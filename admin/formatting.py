@@ -19,6 +19,7 @@ from markupsafe import Markup, escape
 from sqlalchemy import select
 from wtforms.fields.choices import SelectChoice
 
+from xinshu.admin.access import may
 from xinshu.models import LevelChange
 from xinshu.norms import t_display
 
@@ -135,8 +136,24 @@ def _value_text(value: Any) -> str:
     return str(value)
 
 
-def explain_inputs(fired: Iterable[Any] | None) -> Markup:
-    """The fired rules of a warning as a list: rule, level, reason and the values read."""
+#: Shown instead of the item-level values of a warning's inputs to a user without ``answers``.
+ITEM_INPUTS_HIDDEN = _l("（逐题作答需查阅权限）")
+
+
+def is_item_input(key: Any) -> bool:
+    """True when an input key of a fired rule reveals an item answer: ``<instrument>:item:<item>``,
+    or a critical-item flag (``…:flag:critical:<item>``, ``…:flag:critical_missing:<item>``,
+    legacy ``critical:<item>``), which says what was answered to one item."""
+    parts = str(key).split(":")
+    return "item" in parts[1:-1] or any(part in ("critical", "critical_missing") for part in parts[:-1])
+
+
+def explain_inputs(fired: Iterable[Any] | None, show_items: bool = True) -> Markup:
+    """The fired rules of a warning as a list: rule, level, reason and the values read.
+
+    :param show_items: show item-level values (:func:`is_item_input`); without it they are
+        replaced by :data:`ITEM_INPUTS_HIDDEN` (the viewer lacks the ``answers`` capability).
+    """
     items = []
     for entry in fired or []:
         if not isinstance(entry, dict):
@@ -145,11 +162,7 @@ def explain_inputs(fired: Iterable[Any] | None) -> Markup:
         rule_id = str(entry.get("rule_id", ""))
         reason = _rule_explain(rule_id)
         values = entry.get("inputs") or {}
-        read = (
-            _("；").join(f"{key} = {_value_text(val)}" for key, val in values.items())
-            if isinstance(values, dict)
-            else ""
-        )
+        read = _read_text(values, show_items) if isinstance(values, dict) else ""
         code = Markup("<code>{}</code>").format(rule_id)
         rule = escape(_("规则 %(rule)s（%(level)s级）")) % {"rule": code, "level": entry.get("level", "?")}
         items.append(
@@ -160,6 +173,13 @@ def explain_inputs(fired: Iterable[Any] | None) -> Markup:
             )
         )
     return Markup("<ul class='mb-0 pl-3'>{}</ul>").format(Markup("").join(items))
+
+
+def _read_text(values: Mapping[str, Any], show_items: bool) -> str:
+    shown = [f"{key} = {_value_text(val)}" for key, val in values.items() if show_items or not is_item_input(key)]
+    if len(shown) < len(values):
+        shown.append(str(ITEM_INPUTS_HIDDEN))
+    return _("；").join(shown)
 
 
 def _table(headers: Iterable[str], rows: Iterable[Iterable[Any]]) -> Markup:
@@ -209,7 +229,9 @@ def fmt_scores(view, context, model, name) -> Markup:
 
 
 def fmt_inputs(view, context, model, name) -> Markup:
-    return explain_inputs(model.inputs)
+    """A warning's fired rules (:func:`explain_inputs`); item-level values only with ``answers``
+    on the warning's student (wrap it in ``guarded("results", ...)`` for the scale-level rest)."""
+    return explain_inputs(model.inputs, show_items=may(model.student, "answers"))
 
 
 def fmt_tasks(view, context, model, name, roles: Iterable[str] | None = None) -> Markup:
@@ -283,8 +305,31 @@ def fmt_roles(view, context, model, name) -> str:
     )
 
 
+#: The link base of notification payloads when ``PUBLIC_URL`` is not set (:func:`xinshu.episodes.notification_payload`).
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:5000"
+
+
+def on_site_path(link: str | None) -> str | None:
+    """The on-site path of ``link`` (``/admin/...``), or None when it leads elsewhere.
+
+    Accepted: a path starting with one ``/``, or an absolute URL under the configured
+    ``PUBLIC_URL`` (notification payloads carry those); backslashes and control characters are refused.
+    """
+    text = (link or "").strip()
+    if not text or "\\" in text or any(ord(c) < 32 for c in text):
+        return None
+    base = str(current_services().config.get("PUBLIC_URL") or DEFAULT_PUBLIC_URL).rstrip("/")
+    if base and text.startswith(base + "/"):
+        text = text[len(base) :]
+    if text.startswith("/") and not text.startswith("//"):
+        return text
+    return None
+
+
 def fmt_link(view, context, model, name) -> Markup | str:
-    link = model.link or ""
-    if link.startswith("/") and not link.startswith("//") and "\\" not in link:
-        return Markup("<a href='{}'>{}</a>").format(link, link)
+    """A message's link as an ``<a>`` when it leads on-site (:func:`on_site_path`), else plain text."""
+    link = getattr(model, name) or ""
+    path = on_site_path(link)
+    if path is not None:
+        return Markup("<a href='{}'>{}</a>").format(path, link)
     return link

@@ -23,7 +23,7 @@ from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 from wtforms import SelectField, StringField
-from wtforms.validators import DataRequired, Length
+from wtforms.validators import StopValidation
 
 from xinshu.admin.access import (
     audit_read,
@@ -42,6 +42,7 @@ from xinshu.admin.formatting import (
     choices,
     fmt_scores,
     level_text,
+    local_time,
     scores_text,
     select_choices,
 )
@@ -49,20 +50,36 @@ from xinshu.audit import record
 from xinshu.grades import parse_grade
 from xinshu.models import OPEN_CASE_STATES, Case, OrgUnit, Response, Student
 from xinshu.models import RiskWarning as WarningModel
+from xinshu.roster_fields import FieldError, parse_name
 
 #: Roles that correct a student's name, gender and class (where they hold the role).
 STUDENT_EDITOR_ROLES = ("principal", "moral_education_director", "psychology_teacher")
+#: The longest name ``parse_name`` accepts (the form's maxlength; the server checks with parse_name).
+MAX_NAME_LENGTH = 50
 STATUS_LABELS = {"enrolled": _l("在读"), "graduated": _l("毕业"), "left": _l("离校"), "erased": _l("已删除")}
 
 
-def _strip(value: Any) -> Any:
-    return value.strip() if isinstance(value, str) else value
+class RosterName:
+    """WTForms validator: a student's name by the roster import's rules (``xinshu.roster_fields.parse_name``:
+    required, at most 50 characters, no formula, no control or invisible characters).
+
+    The field's data becomes the cleaned name (NFKC, trimmed). The message is translated when the form is
+    validated, a plain ``str``: Flask-Admin's field template shows only ``str`` errors, not lazy strings.
+    """
+
+    field_flags: ClassVar[dict[str, bool]] = {"required": True}
+
+    def __call__(self, form: Any, field: Any) -> None:
+        try:
+            field.data = parse_name(field.data)
+        except FieldError as exc:
+            raise StopValidation(str(exc)) from None
 
 
 class StudentEditForm(XinshuSecureForm):
     """The only student fields editable in the back office (security.md A8, A9)."""
 
-    name = StringField(_l("姓名"), filters=[_strip], validators=[DataRequired(_l("请填写姓名")), Length(max=100)])
+    name = StringField(_l("姓名"), validators=[RosterName()], render_kw={"maxlength": MAX_NAME_LENGTH})
     gender = SelectField(_l("性别"), choices=select_choices(GENDER_LABELS))
     class_id = SelectField(_l("班级"), coerce=int)
 
@@ -198,6 +215,7 @@ class StudentView(ExportMixin, SecureModelView):
             "responses": responses,
             "scores_text": scores_text,
             "level_text": level_text,
+            "local_time": local_time,
             "state_labels": CASE_STATE_LABELS,
         }
 

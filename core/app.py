@@ -249,12 +249,7 @@ def _init_login(app: Flask, services: Services) -> LoginManager:
 
     @manager.user_loader
     def load_user(user_id: str) -> User | None:
-        try:
-            pk = int(user_id)
-        except (TypeError, ValueError):
-            return None
-        user = services.db.session.get(User, pk)
-        return user if auth.may_use_session(user) else None
+        return auth.load_session_user(services.db.session, user_id)
 
     return manager
 

@@ -185,6 +185,7 @@ def set_password(user: User, password: str) -> None:
     """
     check_password_policy(password)
     user.password_hash = hash_password(password)
+    user.session_version = (user.session_version or 0) + 1  # every open session of the account ends
     unlock(user)
 
 
@@ -207,6 +208,40 @@ def is_expired(user: User, now: dt.datetime | None = None) -> bool:
 def is_locked(user: User, now: dt.datetime | None = None) -> bool:
     """True while ``user`` is locked out after too many failed logins."""
     return user.locked_until is not None and user.locked_until > (now or utcnow())
+
+
+def parse_session_id(value: str) -> tuple[int, int] | None:
+    """``(user id, session version)`` from a Flask-Login id ``"<id>.<version>"``, else None.
+
+    An id without a version (sessions from before versions existed) is refused, so
+    such a session must log in again.
+    """
+    user_id, dot, version = (value or "").partition(".")
+    if not dot or not user_id.isdigit() or not version.isdigit():
+        return None
+    return int(user_id), int(version)
+
+
+def load_session_user(session: Session, value: str) -> User | None:
+    """The user of a session id if the id's version is the account's current one and the
+    account may still be used (:func:`may_use_session`); else None (logged out)."""
+    parsed = parse_session_id(value)
+    if parsed is None:
+        return None
+    user = session.get(User, parsed[0])
+    if user is None or (user.session_version or 0) != parsed[1]:
+        return None
+    return user if may_use_session(user) else None
+
+
+def revoke_sessions(session: Session, user_id: int) -> None:
+    """End every session of the account (its session version goes up) and commit.
+
+    Sessions are signed cookies: without this a copy of the cookie taken before a
+    logout would still be accepted until the idle timeout.
+    """
+    session.execute(update(User).where(User.id == user_id).values(session_version=User.session_version + 1))
+    session.commit()
 
 
 def may_use_session(user: User | None, now: dt.datetime | None = None) -> bool:
@@ -440,6 +475,7 @@ def enforce_idle_timeout():
         return None
     user = current_user._get_current_object()
     _audit_logout(user, "idle")
+    revoke_sessions(_db().session, user.id)
     _end_session()
     log.info("user id %s logged out after inactivity", user.id)
     flash(_("您已长时间未操作，请重新登录。"), "info")
@@ -477,6 +513,8 @@ def login():
 def logout():
     """Log out (POST with CSRF token) and return to the login page."""
     if current_user.is_authenticated:
-        _audit_logout(current_user._get_current_object(), "user")
+        user = current_user._get_current_object()
+        _audit_logout(user, "user")
+        revoke_sessions(_db().session, user.id)
     _end_session()
     return redirect(url_for("auth.login"))

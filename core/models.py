@@ -93,6 +93,9 @@ class User(Base):
     #: Last day the account may log in (Asia/Shanghai date); None = no expiry (A11).
     expires_on: Mapped[dt.date | None] = mapped_column(Date)
     last_login_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    #: Part of the Flask-Login id (:meth:`get_id`): raising it ends every session of the account
+    #: (logout, password change), even a copied session cookie (Flask-Login "alternative tokens").
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     roles: Mapped[list[RoleAssignment]] = relationship(back_populates="user", cascade="all, delete-orphan")
 
     # Flask-Login protocol
@@ -109,7 +112,8 @@ class User(Base):
         return False
 
     def get_id(self) -> str:
-        return str(self.id)
+        """The session's user id, ``"<id>.<session_version>"`` (see :func:`xinshu.auth.load_session_user`)."""
+        return f"{self.id}.{self.session_version or 0}"
 
     def __str__(self) -> str:
         return self.username

@@ -36,7 +36,10 @@ when the student's class lies under the assignment's org unit (a unit added
 later is included: the test is a path prefix); district and bureau
 administrators cover a student only when one of the student's warnings was
 escalated to their level of the responsibility tree (:data:`ESCALATION_SCOPE`,
-:func:`escalated_student_ids`). A user with no assignment covers nobody.
+:func:`escalated_student_ids`), or when their role was notified about one of
+the student's warnings (a :class:`~xinshu.models.Notification` row for that
+role, e.g. ``levels.yaml`` notifies ``district_admin`` at level 3): a notice
+always links to a page its recipient can open. A user with no assignment covers nobody.
 
 Break-glass (:func:`record_break_glass`): a role may reach the capabilities of
 :data:`BREAK_GLASS_CAPABILITIES` for one student by recording a reason of at
@@ -57,7 +60,7 @@ from sqlalchemy.orm import Session, aliased, object_session
 
 from xinshu.audit import break_glass_active, record_read
 from xinshu.errors import XinshuError
-from xinshu.models import AuditEvent, OrgUnit, RiskWarning, RoleAssignment, Student, User
+from xinshu.models import AuditEvent, Notification, OrgUnit, RiskWarning, RoleAssignment, Student, User
 
 CAPABILITIES = (
     "identity",
@@ -94,7 +97,8 @@ BREAK_GLASS_CAPABILITIES: Mapping[str, frozenset[str]] = {
     "class_teacher": frozenset({"results", "answers", "notes"}),
 }
 
-#: Roles that see a student individually only after escalation: role -> ``RiskWarning.escalated_to`` values.
+#: Roles that see a student individually only after escalation (or a notice to the role):
+#: role -> ``RiskWarning.escalated_to`` values.
 ESCALATION_SCOPE: Mapping[str, tuple[str, ...]] = {
     "district_admin": ("district", "city"),
     "bureau_admin": ("city",),
@@ -139,11 +143,16 @@ def assignments(user: User | None) -> list[RoleAssignment]:
     return [a for a in user.roles if a.org_unit is not None and a.role in ROLE_CAPABILITIES]
 
 
-def escalated_student_ids(levels: Iterable[str]) -> Select:
+def escalated_student_ids(levels: Iterable[str], role: str | None = None) -> Select:
     """A ``select`` of ids of students with a warning escalated to one of ``levels``
-    (``district``, ``city``), whatever the warning's status: once escalated, that level
-    shares responsibility for the student and follows the case."""
-    return select(RiskWarning.student_id).where(RiskWarning.escalated_to.in_(tuple(levels)))
+    (``district``, ``city``), or, with ``role``, a warning that ``role`` was notified
+    about (any channel or status), whatever the warning's status: once escalated or
+    notified, that level shares responsibility for the student and follows the case."""
+    condition = RiskWarning.escalated_to.in_(tuple(levels))
+    if role is not None:
+        notified = select(Notification.warning_id).where(Notification.role == role)
+        condition = or_(condition, RiskWarning.id.in_(notified))
+    return select(RiskWarning.student_id).where(condition)
 
 
 def students_with(user: User | None, capability: str | None = None) -> Select:
@@ -152,17 +161,22 @@ def students_with(user: User | None, capability: str | None = None) -> Select:
 
     Deny by default: no assignment, no rows.
     """
-    groups: dict[tuple[str, ...], set[str]] = {}
+    groups: dict[str, set[str]] = {}
     for assignment in assignments(user):
         if capability is None or capability in ROLE_CAPABILITIES[assignment.role]:
-            groups.setdefault(ESCALATION_SCOPE.get(assignment.role, ()), set()).add(assignment.org_unit.path)
+            key = assignment.role if assignment.role in ESCALATION_SCOPE else ""
+            groups.setdefault(key, set()).add(assignment.org_unit.path)
     if not groups:
         return select(Student.id).where(false())
     unit = aliased(OrgUnit)
     conditions = []
-    for levels, prefixes in sorted(groups.items()):
+    for role, prefixes in sorted(groups.items()):
         under = _under(unit.path, prefixes)
-        conditions.append(and_(under, Student.id.in_(escalated_student_ids(levels))) if levels else under)
+        if role:
+            escalated = escalated_student_ids(ESCALATION_SCOPE[role], role)
+            conditions.append(and_(under, Student.id.in_(escalated)))
+        else:
+            conditions.append(under)
     return select(Student.id).join(unit, unit.id == Student.class_id).where(or_(*conditions))
 
 
@@ -190,24 +204,25 @@ def covering_roles(user: User | None, student: Student, session: Session | None 
     if not path:
         return frozenset()
     roles: set[str] = set()
-    escalation: dict[tuple[str, ...], bool] = {}
+    escalation: dict[str, bool] = {}
     for assignment in assignments(user):
         if not path.startswith(assignment.org_unit.path):
             continue
-        levels = ESCALATION_SCOPE.get(assignment.role)
-        if levels:
-            if levels not in escalation:
-                escalation[levels] = _escalated(session, student.id, levels)
-            if not escalation[levels]:
+        role = assignment.role
+        if role in ESCALATION_SCOPE:
+            if role not in escalation:
+                escalation[role] = _escalated(session, student.id, role)
+            if not escalation[role]:
                 continue
-        roles.add(assignment.role)
+        roles.add(role)
     return frozenset(roles)
 
 
-def _escalated(session: Session | None, student_id: int, levels: tuple[str, ...]) -> bool:
+def _escalated(session: Session | None, student_id: int, role: str) -> bool:
+    """True when a warning of the student was escalated to ``role``'s level or ``role`` was notified of one."""
     if session is None:
         return False
-    stmt = select(RiskWarning.id).where(RiskWarning.student_id == student_id, RiskWarning.escalated_to.in_(levels))
+    stmt = escalated_student_ids(ESCALATION_SCOPE[role], role).where(RiskWarning.student_id == student_id)
     return session.scalar(stmt.limit(1)) is not None
 
 

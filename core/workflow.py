@@ -42,6 +42,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import chinese_calendar
+from flask_babel import gettext as _
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from statemachine import State, StateMachine
@@ -76,6 +77,10 @@ TASK_STEPS = ("interviewing", "planning", "intervening", "follow_up")
 TASK_CATEGORIES = ("school", "family", "community", "hospital")
 INTERVIEW_KINDS = ("confirm", "adjust")
 MAX_TEXT = 4000
+#: A task's title is stored in a VARCHAR(255).
+MAX_TITLE = 255
+#: A repeating task repeats every 1 to this many days (a school year at most).
+MAX_EVERY_DAYS = 365
 
 
 class WorkflowError(XinshuError):
@@ -588,7 +593,10 @@ def _mark_done(session: Session, case: Case, task: PlanTask, actor: str, note: s
     task.status, task.done_at, task.done_by = "done", now, actor
     following = None
     text = f"完成任务「{task.title}」" + (f"：{note}" if note else "")
-    if task.every_days and case.state in OPEN_CASE_STATES:
+    if task.every_days and not 1 <= task.every_days <= MAX_EVERY_DAYS:
+        # stored before the interval was checked: done, but no next occurrence centuries away
+        text += f"；重复间隔 {task.every_days} 天无效，未安排下次"
+    elif task.every_days and case.state in OPEN_CASE_STATES:
         following = PlanTask(
             template_task_id=task.template_task_id,
             title=task.title,
@@ -681,9 +689,11 @@ def edit_task(
     if task.status != "open":
         raise WorkflowError(f"task #{task.id} is {task.status}; only open tasks can be edited")
     changes = []
+    if title is not None and len(title.strip()) > MAX_TITLE:
+        raise WorkflowError(_("任务名称不能超过 %(n)s 个字符", n=MAX_TITLE))
     if title is not None and title.strip() and title.strip() != task.title:
-        changes.append(f"标题「{task.title}」→「{title.strip()[:255]}」")
-        task.title = title.strip()[:255]
+        changes.append(f"标题「{task.title}」→「{title.strip()}」")
+        task.title = title.strip()
     if due_at is not None and due_at != task.due_at:
         changes.append(f"截止 {to_local(task.due_at):%Y-%m-%d %H:%M} → {to_local(due_at):%Y-%m-%d %H:%M}")
         task.due_at = due_at
@@ -702,6 +712,15 @@ def edit_task(
     return entry
 
 
+def check_every_days(every_days: int | None) -> None:
+    """Check a repeating task's interval: None (does not repeat) or 1 to ``MAX_EVERY_DAYS`` days.
+
+    :raises WorkflowError: any other value (its message is shown to the user).
+    """
+    if every_days is not None and not 1 <= every_days <= MAX_EVERY_DAYS:
+        raise WorkflowError(_("重复间隔应为 1 至 %(max)s 天", max=MAX_EVERY_DAYS))
+
+
 def add_task(
     session: Session,
     services: Services,
@@ -717,20 +736,26 @@ def add_task(
 ) -> PlanTask:
     """Add a task of the school's own to the case's plan (one-to-one plan).
 
+    ``due_at`` is naive UTC, not before the current minute; ``every_days`` 1 to ``MAX_EVERY_DAYS``
+    or None; the title at most ``MAX_TITLE`` characters.
+
     :raises WorkflowError: a bad value or a finished case.
     """
     actor = _actor(actor)
-    title = _text(title, "title", required=True)[:255]
+    title = _text(title, "title", required=True)
     reason = _text(reason, "reason")
     _require_open(case)
+    if len(title) > MAX_TITLE:
+        raise WorkflowError(_("任务名称不能超过 %(n)s 个字符", n=MAX_TITLE))
     if owner_role not in ROLES:
         raise WorkflowError(f"unknown role {owner_role!r}")
     if step not in TASK_STEPS or category not in TASK_CATEGORIES:
         raise WorkflowError(
             f"step must be one of {', '.join(TASK_STEPS)}; category one of {', '.join(TASK_CATEGORIES)}"
         )
-    if every_days is not None and every_days < 1:
-        raise WorkflowError("every_days must be at least 1")
+    check_every_days(every_days)
+    if due_at < utcnow().replace(second=0, microsecond=0):
+        raise WorkflowError(_("截止时间不能早于现在"))
     task = PlanTask(
         template_task_id="custom",
         title=title,

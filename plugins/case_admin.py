@@ -52,6 +52,7 @@ from xinshu.workflow import (
     APPROVAL_LEVEL,
     CHINA_TZ,
     EVENT_LABELS,
+    MAX_EVERY_DAYS,
     TASK_CATEGORIES,
     TASK_STEPS,
     add_task,
@@ -114,6 +115,16 @@ def parse_local(value: str | None) -> dt.datetime | None:
     except ValueError:
         return None
     return to_utc(local.replace(tzinfo=CHINA_TZ))
+
+
+def parse_every_days(value: str | None) -> int | bool | None:
+    """The 每隔几天重复 input: None if blank, the days (1 to ``MAX_EVERY_DAYS``), or False if not such a number."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    if not (value.isascii() and value.isdigit() and len(value) <= 3) or not 1 <= int(value) <= MAX_EVERY_DAYS:
+        return False
+    return int(value)
 
 
 def input_local(value: dt.datetime | None) -> str:
@@ -361,9 +372,9 @@ class CaseWorkflowView(SecureView):
         if due_at is None:
             flash(_("未能保存：请填写截止时间（YYYY-MM-DD HH:MM）"), "error")
             return redirect(self._case_url(case))
-        every = form.get("every_days", "").strip()
-        if every and not every.isdigit():
-            flash(_("未能保存：重复间隔应为天数"), "error")
+        every = parse_every_days(form.get("every_days"))
+        if every is False:
+            flash(_("未能保存：重复间隔应为 1 至 %(max)s 天", max=MAX_EVERY_DAYS), "error")
             return redirect(self._case_url(case))
         return self._run(
             case,
@@ -378,7 +389,7 @@ class CaseWorkflowView(SecureView):
                 due_at,
                 step=form.get("step", "intervening"),
                 category=form.get("category", "school"),
-                every_days=int(every) if every else None,
+                every_days=every,
                 reason=form.get("reason", ""),
             ),
         )

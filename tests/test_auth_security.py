@@ -32,6 +32,7 @@ from xinshu.auth import (
     create_user,
     hash_password,
     password_problems,
+    set_password,
 )
 from xinshu.errors import StartupError
 from xinshu.models import AuditEvent, OrgUnit, User
@@ -425,6 +426,53 @@ def test_b5_idle_session_is_logged_out(app):
     assert client.get("/admin/").status_code == 302  # still logged out
     rows = events(app, action="logout", object_id=str(user_id))
     assert [(e.detail, e.actor) for e in rows] == [({"reason": "idle"}, "idler")]
+
+
+def _session_cookie(client) -> str:
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    return cookie.value
+
+
+def test_b5_a_copied_session_cookie_dies_with_the_logout(app):
+    """B5: sessions are cookies, so logout must end them on the server: a copy of the cookie taken
+    before the logout (a stolen cookie) is refused afterwards."""
+    add_user(app, "cookie-copier")
+    client = app.test_client()
+    login(client, "cookie-copier")
+    assert client.get("/admin/").status_code == 200
+    stolen = _session_cookie(client)
+    page = client.get("/admin/")
+    assert client.post("/logout", data={"csrf_token": csrf_token(page.get_data(as_text=True))}).status_code == 302
+    thief = app.test_client()
+    thief.set_cookie("session", stolen)
+    response = thief.get("/admin/")
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login")
+
+
+def test_b5_a_password_change_ends_every_open_session(app):
+    """B5: after a password reset (set_password) an open session of the account is refused."""
+    user_id = add_user(app, "resetme")
+    client = app.test_client()
+    login(client, "resetme")
+    assert client.get("/admin/").status_code == 200
+    with app.extensions["xinshu"].db.transaction() as session:
+        set_password(session.get(User, user_id), "Another-pass-2026")
+    assert client.get("/admin/").status_code == 302
+    login(app.test_client(), "resetme", "Another-pass-2026")  # the new password works
+    assert account(app, "resetme").session_version == 1
+
+
+def test_b5_a_session_id_without_version_is_refused(app):
+    """B5: a session whose user id carries no version (the format before versions) must log in again."""
+    user_id = add_user(app, "oldformat")
+    client = app.test_client()
+    login(client, "oldformat")
+    with client.session_transaction() as session:
+        assert session["_user_id"] == f"{user_id}.0"
+        session["_user_id"] = str(user_id)
+    assert client.get("/admin/").status_code == 302
 
 
 def test_b5_activity_within_the_limit_keeps_the_session(app):

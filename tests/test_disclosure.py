@@ -29,7 +29,9 @@ from xinshu.models import (
     AuditEvent,
     Case,
     CaseEvent,
+    InboxMessage,
     Interview,
+    Notification,
     OrgUnit,
     PlanTask,
     Response,
@@ -646,3 +648,81 @@ def test_home_page_counts_the_scope_and_names_only_visible_students(world):
     assert NAMES["a1"] in teacher and NAMES["b1"] not in teacher
     principal = html(client_for(app, "principal_a").get("/admin/"))
     assert re.search(r'id="count-students">2<', principal) and re.search(r'id="count-screened">2<', principal)
+
+
+# --- item-level inputs of warnings; notified administrators ---------------------------------
+
+ITEM_INPUTS = {"phq9:item:phq9_9": 3.0, "phq9:flag:critical:phq9_9": True, "phq9:scale:total": 21}
+ITEMS_HIDDEN = "（逐题作答需查阅权限）"
+
+
+@pytest.fixture(scope="module")
+def district3(world):
+    """A district D3 of its own (the counts of D1, D2 stay as the tests above expect it): school S3 with
+    student S3a (warning escalated to the district, fired by an item) and S3b (level 3, stayed at school)."""
+    app, _ids = world
+    services = app.extensions["xinshu"]
+    with services.db.transaction() as session:
+        city = session.scalar(select(OrgUnit).where(OrgUnit.kind == "city"))
+        d3 = add_org_unit(session, "d3", "三区", "district", city)
+        school, klass = add_school(session, d3, "s3")
+        first = add_student_with_history(session, school, klass, "丁一同学", "110101200807071234", "011")
+        second = add_student_with_history(session, school, klass, "丁二同学", "110101200808081236", "012")
+        warning = session.scalar(select(WarningModel).where(WarningModel.student_id == first.id))
+        warning.escalated_to = "district"
+        warning.inputs = [{"rule_id": "phq9.item9", "level": 3, "inputs": ITEM_INPUTS}]
+        quiet = session.scalar(select(WarningModel).where(WarningModel.student_id == second.id))
+        for username, role, unit in (("dist3", "district_admin", d3), ("psy3", "psychology_teacher", school),
+                                     ("teacher3", "class_teacher", klass)):  # fmt: skip
+            create_user(session, username, PASSWORD, role, unit)
+        ids = {"d3": d3.id, "s3a": first.id, "s3b": second.id, "warning_s3a": warning.id, "warning_s3b": quiet.id}
+        ids["case_s3b"] = session.scalar(select(Case.id).where(Case.student_id == second.id))
+    return app, ids
+
+
+def test_item_inputs_of_a_warning_are_shown_only_with_the_answers_capability(district3):
+    app, ids = district3
+    dist3 = client_for(app, "dist3")  # results, but no answers: the total yes, the item and its flag no
+    for url in ("/admin/warning/", f"/admin/warning/details/?id={ids['warning_s3a']}"):
+        page = html(dist3.get(url))
+        assert "phq9:scale:total = 21" in page and ITEMS_HIDDEN in page, url
+        assert "phq9_9" not in page.replace("phq9.item9", ""), url  # the rule id itself stays
+    psy = html(client_for(app, "psy3").get(f"/admin/warning/details/?id={ids['warning_s3a']}"))
+    assert "phq9:item:phq9_9 = 3.0" in psy and "phq9:flag:critical:phq9_9 = 是" in psy and ITEMS_HIDDEN not in psy
+    teacher = html(client_for(app, "teacher3").get(f"/admin/warning/details/?id={ids['warning_s3a']}"))
+    assert "phq9:scale:total" not in teacher and "phq9_9 =" not in teacher and "（无权查看）" in teacher
+    assert break_glass(dist3, ids["s3a"]).status_code == 302  # answers for 60 minutes: the items appear
+    page = html(dist3.get(f"/admin/warning/details/?id={ids['warning_s3a']}"))
+    assert "phq9:item:phq9_9 = 3.0" in page and ITEMS_HIDDEN not in page
+
+
+def test_a_notified_district_admin_can_open_the_case_the_notice_links_to(district3):
+    app, ids = district3
+    case_url = f"/admin/case/details/?id={ids['case_s3b']}"
+    assert ids["s3b"] not in rows_as(app, "dist3", "student")  # neither escalated nor notified yet
+    assert dist3_get(app, case_url).status_code == 302
+    with app.extensions["xinshu"].db.transaction() as session:  # what levels.yaml level 3 queues for the district
+        link = f"http://127.0.0.1:5000{case_url}"
+        session.add(
+            Notification(idempotency_key=f"warning-{ids['warning_s3b']}-L3:inbox:district_admin@{ids['d3']}",
+                         warning_id=ids["warning_s3b"], case_id=ids["case_s3b"], channel="inbox",
+                         role="district_admin", org_unit_id=ids["d3"], level=3,
+                         payload={"subject": "严重预警", "body": "x", "link": link})
+        )  # fmt: skip
+        session.add(InboxMessage(idempotency_key="notice-s3b", role="district_admin", org_unit_id=ids["d3"],
+                                 subject="严重预警", body="x", link=link, level=3))  # fmt: skip
+        session.add(InboxMessage(idempotency_key="notice-evil", role="district_admin", org_unit_id=ids["d3"],
+                                 subject="外链", body="x", link="https://evil.example/admin/", level=3))  # fmt: skip
+    assert ids["s3b"] in rows_as(app, "dist3", "student")
+    assert ids["s3b"] not in rows_as(app, "boss", "student")  # the city was not notified
+    assert dist3_get(app, case_url).status_code == 200
+    with app.extensions["xinshu"].db.sessionmaker() as session:
+        messages = dict(session.execute(select(InboxMessage.idempotency_key, InboxMessage.id)).all())
+    page = html(dist3_get(app, f"/admin/inbox/details/?id={messages['notice-s3b']}"))
+    assert f"<a href='{case_url.replace('&', '&amp;')}'>" in page  # the configured site, as an on-site path
+    evil = html(dist3_get(app, f"/admin/inbox/details/?id={messages['notice-evil']}"))
+    assert "https://evil.example/admin/" in evil and "href='https://evil.example" not in evil
+
+
+def dist3_get(app: Flask, url: str):
+    return client_for(app, "dist3").get(url)

@@ -46,7 +46,7 @@ def test_sqlite_upgrade_matches_models(db_url):
     db.upgrade()  # idempotent
     _assert_models_match(db)
     with db.engine.connect() as connection:
-        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0005"
     db.dispose()
 
 

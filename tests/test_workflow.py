@@ -566,7 +566,10 @@ def test_repeating_task_and_plan_edits(svc):
             edit_task(session, svc, case, plan.id, "psy", owner_role="janitor")
         with pytest.raises(WorkflowError, match="only open tasks"):
             edit_task(session, svc, case, counselling.id, "psy", title="x")
-        task = add_task(session, svc, case, "psy", "同伴支持小组", "class_teacher", due, every_days=14, reason="一对一")
+        later = utcnow().replace(second=0, microsecond=0) + dt.timedelta(days=3)  # a new task is due in the future
+        task = add_task(
+            session, svc, case, "psy", "同伴支持小组", "class_teacher", later, every_days=14, reason="一对一"
+        )
         assert (task.template_task_id, task.every_days, task.step) == ("custom", 14, "intervening")
         assert case.events[-1].kind == "plan" and "同伴支持小组" in case.events[-1].reason
 
@@ -860,7 +863,7 @@ def test_case_pages(web):
             case_url,
             title="同伴支持",
             owner_role="class_teacher",
-            due_at="2025-10-11T16:00",
+            due_at=f"{dt.date.today() + dt.timedelta(days=10)}T16:00",
             step="intervening",
             category="school",
             every_days="7",
@@ -881,3 +884,62 @@ def test_case_pages(web):
     assert post(psy, f"{case_url}advance", case_url, event="transfer", reason="转学至外市").status_code == 302
     page = psy.get(case_url).get_data(as_text=True)
     assert "不能再变更" in page and 'value="close"' not in page and "转学至外市" in page
+
+
+# --- new-user findings: the added task's values are checked --------------------------------------
+
+
+def test_add_task_checks_interval_due_time_and_title(svc):
+    with svc.db.transaction() as session:
+        case = make_case(session, svc, "intervening", level=2)
+        future = utcnow().replace(second=0, microsecond=0) + dt.timedelta(days=2)
+
+        def add(**changes):
+            values = {"title": "同伴支持", "due_at": future, "every_days": None, **changes}
+            return add_task(session, svc, case, "psy", values["title"], "class_teacher", values["due_at"],
+                            every_days=values["every_days"])  # fmt: skip
+
+        for days in (0, 366, 3_000_000, 100_000_000_000):
+            with pytest.raises(WorkflowError, match="重复间隔应为 1 至 365 天"):
+                add(every_days=days)
+        with pytest.raises(WorkflowError, match="截止时间不能早于现在"):
+            add(due_at=utcnow() - dt.timedelta(minutes=5))
+        with pytest.raises(WorkflowError, match="任务名称不能超过 255 个字符"):
+            add(title="长" * 256)
+        yearly = add(title="长" * 255, every_days=365)
+        # done now, the next one is due 365 days later, moved to a working day
+        following = complete_task(session, svc, case, yearly.id, "psy")
+        assert following.due_at == next_workday(yearly.done_at + dt.timedelta(days=365))
+        with pytest.raises(WorkflowError, match="任务名称不能超过 255 个字符"):
+            edit_task(session, svc, case, following.id, "psy", title="长" * 256)
+        # a task stored with a huge interval before the check: done, without a next occurrence
+        legacy = add()
+        legacy.every_days = 3_000_000
+        assert complete_task(session, svc, case, legacy.id, "psy") is None
+        assert legacy.status == "done" and "重复间隔 3000000 天无效" in case.events[-1].reason
+
+
+@pytest.mark.parametrize(
+    ("every_days", "title", "due_days", "message"),
+    [
+        ("3000000", "同伴支持", 3, "重复间隔应为 1 至 365 天"),
+        ("100000000000", "同伴支持", 3, "重复间隔应为 1 至 365 天"),
+        ("0", "同伴支持", 3, "重复间隔应为 1 至 365 天"),
+        ("٣", "同伴支持", 3, "重复间隔应为 1 至 365 天"),  # an Arabic-Indic digit is not a number of days here
+        ("7", "长" * 256, 3, "任务名称不能超过 255 个字符"),
+        ("7", "同伴支持", -1, "截止时间不能早于现在"),
+    ],
+)
+def test_add_task_page_refuses_bad_values(web, every_days, title, due_days, message):
+    app, ids = web
+    case_url = f"/admin/caseflow/case/{ids['S2']}/"
+    psy2 = client_for(app, "psy2")
+    with app.extensions["xinshu"].db.sessionmaker() as session:
+        before = len(session.get(Case, ids["S2"]).tasks)
+    due = f"{dt.date.today() + dt.timedelta(days=due_days)}T09:00"
+    response = post(psy2, f"{case_url}task/add", case_url, title=title, owner_role="class_teacher", due_at=due,
+                    step="intervening", category="school", every_days=every_days)  # fmt: skip
+    assert response.status_code == 302
+    assert f"未能保存：{message}" in psy2.get(case_url).get_data(as_text=True)
+    with app.extensions["xinshu"].db.sessionmaker() as session:
+        assert len(session.get(Case, ids["S2"]).tasks) == before
