@@ -39,6 +39,7 @@ from werkzeug.security import check_password_hash
 
 from xinshu import auth, web_reports
 from xinshu.admin import init_admin
+from xinshu.error_pages import register_error_pages
 from xinshu.errors import StartupError
 from xinshu.i18n import N_
 from xinshu.models import User
@@ -288,5 +289,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(auth.bp)
     app.register_blueprint(web_reports.bp)
     init_admin(app, services)
+    register_error_pages(app)
     app.add_url_rule("/", "index", lambda: redirect("/admin/"))
     return app

@@ -69,6 +69,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from flask_babel import gettext as _
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
@@ -199,19 +200,33 @@ def refer(session: Session, case: Case, kind: str, partner_id: int, actor: str, 
     if partner is None:
         raise XinshuError(f"no partner institution with id {partner_id!r}")
     if not partner.active:
-        raise XinshuError(f"partner {partner.id} is no longer active")
+        raise XinshuError(_("合作机构 #%(id)s 已停用", id=partner.id))
     if partner.kind != kind:
-        raise XinshuError(f"partner {partner.id} is a {partner.kind} partner, not a {kind} one")
+        raise XinshuError(
+            _(
+                "合作机构 #%(id)s 的类别是“%(has)s”，不能用于%(wanted)s转介",
+                id=partner.id,
+                has=_(PARTNER_KINDS.get(partner.kind, partner.kind)),
+                wanted=_(REFERRAL_KINDS.get(kind, kind)),
+            )
+        )
     district = case_district(session, case)
     if partner.district_id != district.id:
-        raise XinshuError(f"partner {partner.id} is not in the case's district ({district.code})")
+        raise XinshuError(_("合作机构 #%(id)s 不在本个案所在的区（%(code)s）", id=partner.id, code=district.code))
     if kind in CONSENT_REQUIRED_KINDS:
         consent = referral_consent(session, case)
         if consent is None or consent.decision != "granted":
-            state = "none recorded" if consent is None else f"latest decision is {consent.decision!r}"
             raise XinshuError(
-                f"a {kind} referral needs the guardian's granted consent for the purpose 'referral' "
-                f"({state}; PIPL Art. 31, 未成年人保护法)"
+                _(
+                    "%(kind)s转介需要监护人对“转介”的书面同意（%(state)s；《个人信息保护法》第31条、《未成年人保护法》）",
+                    kind=_(REFERRAL_KINDS.get(kind, kind)),
+                    state=_("尚未记录")
+                    if consent is None
+                    else _(
+                        "最近一次为：%(decision)s",
+                        decision=_(CONSENT_DECISIONS.get(consent.decision, consent.decision)),
+                    ),
+                )
             )
     now = utcnow()
     referral = Referral(case_id=case.id, kind=kind, partner_id=partner.id, status="sent", sent_by=actor, sent_at=now)
@@ -384,21 +399,34 @@ def _when(at: dt.datetime | None, now: dt.datetime) -> dt.datetime:
         return now
     when = at.astimezone(dt.UTC).replace(tzinfo=None) if at.tzinfo is not None else at
     if when > now + CLOCK_SKEW:
-        raise XinshuError("a recorded time cannot be in the future")
+        raise XinshuError(_("记录时间不能晚于现在"))
     return when
+
+
+#: Names of the required inputs of :func:`_required` (key → Chinese msgid).
+REQUIRED_NAMES = {
+    "actor": N_("操作人"),
+    "reason": N_("理由"),
+    "outcome": N_("转介结果"),
+    "return plan": N_("回归计划"),
+    "by": N_("沟通人"),
+    "content": N_("沟通内容"),
+    "evidence": N_("同意凭据"),
+    "recorded_by": N_("记录人"),
+}
 
 
 def _required(value: str | None, what: str) -> str:
     text = _text(value)
     if not text:
-        raise XinshuError(f"{what} is required")
+        raise XinshuError(_("请填写%(what)s", what=_(REQUIRED_NAMES.get(what, what))))
     return text
 
 
 def _text(value: str | None) -> str:
     text = (value or "").strip()
     if len(text) > MAX_TEXT:
-        raise XinshuError(f"text longer than {MAX_TEXT} characters")
+        raise XinshuError(_("内容不能超过 %(n)s 个字符", n=MAX_TEXT))
     return text
 
 

@@ -220,14 +220,14 @@ def interview_problem(session: Session, case: Case) -> str | None:
     if entered is not None:
         stmt = stmt.where(Interview.at >= entered)
     if session.scalar(stmt.limit(1)) is None:
-        return "record the investigation interview (调研访谈) before finishing this step"
+        return _("请先记录调研访谈，再完成此步骤")
     return None
 
 
 def approval_problem(case: Case) -> str | None:
     """Why intervention cannot start for want of the principal's approval, or None."""
     if case.level >= APPROVAL_LEVEL and not case.plan_approved_by:
-        return f"a level {case.level} plan needs the principal's approval before intervening"
+        return _("%(level)s 级个案的干预方案须经校长审批后才能开始干预", level=case.level)
     return None
 
 
@@ -235,7 +235,7 @@ def exit_problem(services: Services, case: Case) -> str | None:
     """Why the case cannot close (exit criteria not yet recorded), or None."""
     missing = missing_exit_criteria(services, case)
     if missing:
-        return f"record every exit criterion before closing; missing: {', '.join(missing)}"
+        return _("结案前须记录全部结案条件；尚缺：%(missing)s", missing="、".join(missing))
     return None
 
 
@@ -295,18 +295,27 @@ def _actor(actor: str) -> str:
     return actor
 
 
+#: The free-text inputs checked by :func:`_text`: key → (message when missing, name in "too long").
+TEXT_FIELDS = {
+    "reason": (N_("请填写理由"), N_("理由")),
+    "title": (N_("请填写任务名称"), N_("任务名称")),
+    "note": (N_("请填写备注"), N_("备注")),
+}
+
+
 def _text(value: str | None, what: str, required: bool = False) -> str:
     value = (value or "").strip()
+    missing, name = TEXT_FIELDS[what]
     if required and not value:
-        raise WorkflowError(f"a {what} is required")
+        raise WorkflowError(_(missing))
     if len(value) > MAX_TEXT:
-        raise WorkflowError(f"the {what} is longer than {MAX_TEXT} characters")
+        raise WorkflowError(_("%(what)s不能超过 %(n)s 个字符", what=_(name), n=MAX_TEXT))
     return value
 
 
 def _require_open(case: Case) -> None:
     if case.state not in OPEN_CASE_STATES:
-        raise WorkflowError(f"case #{case.id} is {case.state}; a finished case cannot change")
+        raise WorkflowError(_("个案 #%(id)s 已结束，不能再修改", id=case.id))
 
 
 def advance(session: Session, services: Services, case: Case, event: str, actor: str, reason: str = "") -> CaseEvent:
@@ -391,23 +400,23 @@ def _check_value(item: FormField, value: Any) -> tuple[Any, str | None]:
     options = [o.id for o in item.options]
     if item.type in ("text", "textarea"):
         if not isinstance(value, str):
-            return value, "must be text"
+            return value, N_("应为文字")
         value = value.strip()
-        return value, f"is longer than {MAX_TEXT} characters" if len(value) > MAX_TEXT else None
+        return value, N_("内容过长") if len(value) > MAX_TEXT else None
     if item.type == "choice":
-        return value, None if value in options else f"must be one of {', '.join(options)}"
+        return value, None if value in options else N_("选项无效")
     if item.type == "multi":
         if not isinstance(value, list) or any(v not in options for v in value):
-            return value, f"must be a list of {', '.join(options)}"
-        return value, "lists an option twice" if len(set(value)) != len(value) else None
+            return value, N_("选项无效")
+        return value, N_("同一选项选了两次") if len(set(value)) != len(value) else None
     if item.type == "bool":
-        return value, None if isinstance(value, bool) else "must be true or false"
+        return value, None if isinstance(value, bool) else N_("应为“是”或“否”")
     if isinstance(value, dt.date) and not isinstance(value, dt.datetime):  # e.g. from a YAML answers file
         return value.isoformat(), None
     try:
         return dt.date.fromisoformat(value).isoformat(), None
     except (TypeError, ValueError):
-        return value, "must be a date YYYY-MM-DD"
+        return value, N_("应为日期（YYYY-MM-DD）")
 
 
 def validate_answers(form: InterviewForm, answers: Mapping[str, Any]) -> dict[str, Any]:
@@ -418,7 +427,7 @@ def validate_answers(form: InterviewForm, answers: Mapping[str, Any]) -> dict[st
     if not isinstance(answers, Mapping):
         raise WorkflowError("interview answers must be a mapping of field id to value")
     known = {item.id: item for item in form.fields}
-    problems = [f"{key}: no such field in form {form.id}" for key in answers if key not in known]
+    problems = [_("没有字段 %(key)s", key=key) for key in answers if key not in known]
     clean: dict[str, Any] = {}
     for item in form.fields:
         value = answers.get(item.id)
@@ -426,15 +435,15 @@ def validate_answers(form: InterviewForm, answers: Mapping[str, Any]) -> dict[st
             value = value.strip()
         if _empty(value):
             if item.required:
-                problems.append(f"{item.id}: required ({item.label['zh']})")
+                problems.append(_("%(label)s：必填", label=item.label["zh"]))
             continue
         value, problem = _check_value(item, value)
         if problem:
-            problems.append(f"{item.id}: {problem}")
+            problems.append(_("%(label)s：%(problem)s", label=item.label["zh"], problem=_(problem)))
         else:
             clean[item.id] = value
     if problems:
-        raise WorkflowError("interview answers are not valid: " + "; ".join(problems))
+        raise WorkflowError(_("访谈记录不完整：") + "；".join(problems))
     return clean
 
 
@@ -484,13 +493,13 @@ def record_interview(
     if category is not None and category not in template_categories():
         raise WorkflowError(f"unknown case category {category!r} (known: {', '.join(template_categories())})")
     if not 1 <= level <= 4:
-        raise WorkflowError("the level must be 1–4")
+        raise WorkflowError(_("等级应为 1 至 4"))
     form = interview_form(services, form_id)
     clean = validate_answers(form, answers)
     warning = case.warning
     before = warning.level if warning is not None and warning.status == "open" else case.level
     if kind == "confirm" and level != before:
-        raise WorkflowError(f"confirm keeps the current level {before}; use adjust to change it")
+        raise WorkflowError(_("“确认”须保持当前等级 %(level)s；要改变等级请选“调整”", level=before))
     if case.state == "warned":
         advance(session, services, case, "start_interview", interviewer, EVENT_LABELS["start_interview"])
     judge(session, services, case.student, level, kind, reason, interviewer)

@@ -136,7 +136,7 @@ def test_loop_order_is_enforced_and_every_step_is_on_the_timeline(services, worl
             acknowledge_referral(session, referral, "psy")
         with pytest.raises(XinshuError, match="'returned' comes only after 'outcome'"):
             record_return_plan(session, referral, "返校计划", "psy")
-        with pytest.raises(XinshuError, match="outcome is required"):
+        with pytest.raises(XinshuError, match="请填写转介结果"):
             record_outcome(session, referral, "  ", "psy")
         record_outcome(session, referral, "已处置，学生安全", "principal")
         record_return_plan(session, referral, "下周一返校，心理教师每周随访", "psy")
@@ -163,7 +163,7 @@ def test_loop_order_is_enforced_and_every_step_is_on_the_timeline(services, worl
 def test_step_times_cannot_be_in_the_future_or_before_the_previous_step(services, world):
     with services.db.transaction() as session:
         referral = refer(session, session.get(Case, world["case"]), "police", world["police"], "psy", "报告")
-        with pytest.raises(XinshuError, match="future"):
+        with pytest.raises(XinshuError, match="记录时间不能晚于现在"):
             acknowledge_referral(session, referral, "psy", at=utcnow() + dt.timedelta(days=1))
         with pytest.raises(XinshuError, match="before the previous step"):
             acknowledge_referral(session, referral, "psy", at=referral.sent_at - dt.timedelta(days=1))
@@ -176,21 +176,21 @@ def test_hospital_referral_needs_the_guardians_granted_consent(services, world):
     with services.db.transaction() as session:
         case = session.get(Case, world["case"])
         student = session.get(Student, world["student"])
-        with pytest.raises(XinshuError, match=r"granted consent.*none recorded"):
+        with pytest.raises(XinshuError, match="需要监护人对“转介”的书面同意（尚未记录"):
             refer(session, case, "hospital", world["hospital"], "psy", "建议就医评估")
-        with pytest.raises(XinshuError, match="granted consent"):
+        with pytest.raises(XinshuError, match="监护人对“转介”的书面同意"):
             refer(session, case, "community", world["community"], "psy", "社工探访")
         record_consent(session, student, "referral", "refused", "mother", "电话拒绝，已记录", "psy", case=case)
-        with pytest.raises(XinshuError, match="latest decision is 'refused'"):
+        with pytest.raises(XinshuError, match="最近一次为：拒绝"):
             refer(session, case, "hospital", world["hospital"], "psy", "建议就医评估")
         record_consent(session, student, "assessment", "granted", "mother", "签字同意书存档 A-1", "psy")
-        with pytest.raises(XinshuError, match="latest decision is 'refused'"):  # another purpose does not count
+        with pytest.raises(XinshuError, match="最近一次为：拒绝"):  # another purpose does not count
             refer(session, case, "hospital", world["hospital"], "psy", "建议就医评估")
         record_consent(session, student, "referral", "granted", "mother", "签字同意书存档 A-2", "psy", case=case)
         referral = refer(session, case, "hospital", world["hospital"], "psy", "建议就医评估")
         assert referral.status == "sent"
         record_consent(session, student, "referral", "withdrawn", "father", "父亲来电撤回", "psy", case=case)
-        with pytest.raises(XinshuError, match="latest decision is 'withdrawn'"):
+        with pytest.raises(XinshuError, match="最近一次为：撤回"):
             refer(session, case, "hospital", world["hospital"], "psy", "再次转介")
         # Police referrals are mandatory reports (未成年人保护法 Art. 11): no consent needed.
         assert refer(session, case, "police", world["police"], "psy", "强制报告").status == "sent"
@@ -200,17 +200,17 @@ def test_partner_must_be_of_the_case_district_kind_and_active(services, world):
     with services.db.transaction() as session:
         case = session.get(Case, world["case"])
         record_consent(session, case.student, "referral", "granted", "mother", "同意书", "psy", case=case)
-        with pytest.raises(XinshuError, match="not in the case's district"):
+        with pytest.raises(XinshuError, match="不在本个案所在的区"):
             refer(session, case, "hospital", world["other_district"], "psy", "r")
-        with pytest.raises(XinshuError, match="is a police partner, not a hospital one"):
+        with pytest.raises(XinshuError, match="的类别是“公安联络”，不能用于医院转介"):
             refer(session, case, "hospital", world["police"], "psy", "r")
-        with pytest.raises(XinshuError, match="no longer active"):
+        with pytest.raises(XinshuError, match="已停用"):
             refer(session, case, "hospital", world["closed_hospital"], "psy", "r")
         with pytest.raises(XinshuError, match="unknown referral kind 'hotline'"):
             refer(session, case, "hotline", world["hotline"], "psy", "r")
         with pytest.raises(XinshuError, match="no partner"):
             refer(session, case, "hospital", 999999, "psy", "r")
-        with pytest.raises(XinshuError, match="reason is required"):
+        with pytest.raises(XinshuError, match="请填写理由"):
             refer(session, case, "hospital", world["hospital"], "psy", " ")
         case.state = "closed"
         with pytest.raises(XinshuError, match="not open"):
@@ -229,7 +229,7 @@ def test_parent_ledger_rows_and_events_and_it_is_append_only(services, world, ca
         add_parent_contact(session, case, "psy", "home_visit", "家访，了解家庭情况")
         with pytest.raises(XinshuError, match="unknown channel"):
             add_parent_contact(session, case, "psy", "email", "x")
-        with pytest.raises(XinshuError, match="content is required"):
+        with pytest.raises(XinshuError, match="请填写沟通内容"):
             add_parent_contact(session, case, "psy", "phone", "")
         contact_id = contact.id
     assert SECRET not in caplog.text and "母亲表示" not in caplog.text
@@ -264,7 +264,7 @@ def test_consent_records_and_events(services, world, caplog):
             record_consent(session, student, "referral", "maybe", "mother", "x", "psy")
         with pytest.raises(XinshuError, match="unknown guardian relation"):
             record_consent(session, student, "referral", "granted", "uncle", "x", "psy")
-        with pytest.raises(XinshuError, match="evidence is required"):
+        with pytest.raises(XinshuError, match="请填写同意凭据"):
             record_consent(session, student, "referral", "granted", "mother", "", "psy")
         with pytest.raises(XinshuError, match="purpose"):
             record_consent(session, student, "Referral!", "granted", "mother", "x", "psy")
@@ -587,7 +587,7 @@ def test_case_page_refers_advances_and_records_with_csrf(site):
     stale = client.post(step, data={name: token, f"{prefix}-status": "sent", f"{prefix}-text": ""})
     assert stale.status_code == 400 and "已被他人更新" in stale.get_data(as_text=True)
     empty = client.post(step, data={name: token, f"{prefix}-status": "acknowledged", f"{prefix}-text": " "})
-    assert empty.status_code == 400 and "outcome is required" in empty.get_data(as_text=True)
+    assert empty.status_code == 400 and "请填写转介结果" in empty.get_data(as_text=True)
     data = {name: token, f"{prefix}-status": "acknowledged", f"{prefix}-text": "诊断为抑郁发作，门诊治疗"}
     assert client.post(step, data=data).status_code == 302
     data = {name: token, f"{prefix}-status": "outcome", f"{prefix}-text": "两周后返校，减轻作业量"}

@@ -243,7 +243,7 @@ def test_reason_and_actor(svc):
     with svc.db.transaction() as session:
         case = make_case(session, svc, "follow_up", level=2, ready=True)
         for event in ("transfer", "close", "relapse", "watch"):
-            with pytest.raises(WorkflowError, match="reason is required"):
+            with pytest.raises(WorkflowError, match="请填写理由"):
                 advance(session, svc, case, event, "psy", "  ")
         with pytest.raises(WorkflowError, match="actor"):
             advance(session, svc, case, "close", "", "理由")
@@ -273,7 +273,7 @@ def test_finish_interview_needs_an_interview(svc):
         )
         session.add(old)
         advance(session, svc, case, "start_interview", "psy")
-        with pytest.raises(WorkflowError, match="record the investigation interview"):
+        with pytest.raises(WorkflowError, match="请先记录调研访谈"):
             advance(session, svc, case, "finish_interview", "psy")
         assert case.state == "interviewing"
 
@@ -283,7 +283,7 @@ def test_plan_approval_gate(svc, level, needs):
     with svc.db.transaction() as session:
         case = make_case(session, svc, "planning", level=level)
         if needs:
-            with pytest.raises(WorkflowError, match=f"level {level} plan needs the principal's approval"):
+            with pytest.raises(WorkflowError, match=f"{level} 级个案的干预方案须经校长审批"):
                 advance(session, svc, case, "start_intervention", "psy")
             assert case.state == "planning"
             with pytest.raises(WorkflowError, match="no plan to approve"):
@@ -300,7 +300,7 @@ def test_plan_approval_gate(svc, level, needs):
 def test_close_only_with_every_exit_criterion(svc):
     with svc.db.transaction() as session:
         case = make_case(session, svc, "follow_up", level=2)
-        with pytest.raises(WorkflowError, match="missing: " + ", ".join(LEVEL2_CRITERIA)):
+        with pytest.raises(WorkflowError, match="尚缺：" + "、".join(LEVEL2_CRITERIA)):
             advance(session, svc, case, "close", "psy", "稳定")
         with pytest.raises(WorkflowError, match="not an exit criterion"):
             record_exit_criterion(session, svc, case, "safety_plan", "psy")
@@ -311,7 +311,7 @@ def test_close_only_with_every_exit_criterion(svc):
         assert case.exit_criteria["risk_reassessed"]["note"] == "复测 PHQ-9 总分 6"
         with pytest.raises(WorkflowError, match="already recorded"):
             record_exit_criterion(session, svc, case, "risk_reassessed", "psy")
-        with pytest.raises(WorkflowError, match=r"missing: stable_follow_up$"):
+        with pytest.raises(WorkflowError, match=r"尚缺：stable_follow_up$"):
             advance(session, svc, case, "close", "psy", "稳定")
         record_exit_criterion(session, svc, case, "stable_follow_up", "psy")
         open_tasks = [t for t in case.tasks if t.status == "open"]
@@ -323,7 +323,7 @@ def test_close_only_with_every_exit_criterion(svc):
             lambda: record_exit_criterion(session, svc, case, "risk_reassessed", "psy"),
             lambda: add_task(session, svc, case, "psy", "再访", "psychology_teacher", utcnow()),
         ):
-            with pytest.raises(WorkflowError, match="finished case cannot change"):
+            with pytest.raises(WorkflowError, match="已结束，不能再修改"):
                 change()
     with svc.db.sessionmaker() as session:
         stored = session.get(Case, case.id)
@@ -391,7 +391,7 @@ def test_interview_records_the_judgement_and_replans(svc):
         assert ("state", "warned", "interviewing") in kinds
         assert kinds[-1] == ("state", "interviewing", "planning")
         assert {"interview", "task", "plan"} <= {kind for kind, _, _ in kinds}
-        with pytest.raises(WorkflowError, match="principal's approval"):
+        with pytest.raises(WorkflowError, match="须经校长审批"):
             advance(session, svc, case, "start_intervention", "psy")
         with pytest.raises(WorkflowError, match="recorded in warned or interviewing"):
             record_interview(session, svc, case, "standard", ANSWERS, 3, "confirm", "再次访谈", "psy")
@@ -415,29 +415,30 @@ def test_interview_answers_are_checked(svc):
         validate_answers(form, bad)
     message = str(caught.value)
     for part in (
-        "nosuch: no such field",
-        "suicide_plan: must be one of none, vague, specific",
-        "next_contact: must be a date",
-        "guardian_informed: must be true or false",
-        "warning_signs: required",
+        "访谈记录不完整：",
+        "没有字段 nosuch",
+        "自杀计划：选项无效",
+        "下次约谈日期：应为日期（YYYY-MM-DD）",
+        "已告知监护人访谈情况：应为“是”或“否”",
+        "1. 预警信号（危机可能来临时的想法、情绪、处境）：必填",
     ):
         assert part in message
-    with pytest.raises(WorkflowError, match="must be a list"):
+    with pytest.raises(WorkflowError, match="重大丧失（可多选）：选项无效"):
         validate_answers(form, dict(ANSWERS, major_loss="bereavement"))
-    with pytest.raises(WorkflowError, match="lists an option twice"):
+    with pytest.raises(WorkflowError, match="同一选项选了两次"):
         validate_answers(form, dict(ANSWERS, major_loss=["bereavement", "bereavement"]))
     assert validate_answers(form, dict(ANSWERS, next_contact=dt.date(2025, 10, 9)))["next_contact"] == "2025-10-09"
     with svc.db.transaction() as session:
         case = opened_case(session, svc, level=2)
-        with pytest.raises(WorkflowError, match="not valid"):
+        with pytest.raises(WorkflowError, match="访谈记录不完整"):
             record_interview(session, svc, case, "standard", bad, 2, "confirm", "理由", "psy")
-        with pytest.raises(WorkflowError, match="confirm keeps the current level 2"):
+        with pytest.raises(WorkflowError, match="须保持当前等级 2"):
             record_interview(session, svc, case, "standard", ANSWERS, 3, "confirm", "理由", "psy")
         with pytest.raises(WorkflowError, match="confirms or adjusts"):
             record_interview(session, svc, case, "standard", ANSWERS, 3, "override", "理由", "psy")
         with pytest.raises(WorkflowError, match="no interview form"):
             record_interview(session, svc, case, "nosuch", ANSWERS, 2, "confirm", "理由", "psy")
-        with pytest.raises(WorkflowError, match="reason is required"):
+        with pytest.raises(WorkflowError, match="请填写理由"):
             record_interview(session, svc, case, "standard", ANSWERS, 2, "confirm", " ", "psy")
         assert case.state == "warned"  # nothing moved
 
@@ -702,17 +703,15 @@ def test_cli_round_trip(svc, tmp_path, monkeypatch):
         "psy",
     )
     assert shown["state"] == "planning"
-    assert shown["next"]["start_intervention"] == "a level 3 plan needs the principal's approval before intervening"
-    assert "principal's approval" in run("advance", case_id, "start_intervention", "--by", "psy", ok=False)
+    assert shown["next"]["start_intervention"] == "3 级个案的干预方案须经校长审批后才能开始干预"
+    assert "须经校长审批" in run("advance", case_id, "start_intervention", "--by", "psy", ok=False)
     assert run("approve", case_id, "--by", "principal")["plan_approved_by"] == "principal"
     run("advance", case_id, "start_intervention", "--by", "psy")
     task = next(t for t in shown["tasks"] if t["title"].startswith("报告校长"))
     shown = run("task-done", case_id, task["id"], "--by", "psy", "--note", "已当面报告")
     assert next(t for t in shown["tasks"] if t["id"] == task["id"])["status"] == "done"
     shown = run("advance", case_id, "start_follow_up", "--by", "psy")
-    assert "missing: " + ", ".join(LEVEL3_CRITERIA) in run(
-        "close", case_id, "--by", "psy", "--reason", "稳定", ok=False
-    )
+    assert "尚缺：" + "、".join(LEVEL3_CRITERIA) in run("close", case_id, "--by", "psy", "--reason", "稳定", ok=False)
     for criterion in LEVEL3_CRITERIA:
         shown = run("exit", case_id, criterion, "--by", "psy", "--note", "见记录")
     assert all(c["recorded"]["by"] == "psy" for c in shown["exit_criteria"])
@@ -812,7 +811,8 @@ def test_case_pages(web):
     response = post(
         psy, f"{case_url}interview", f"{case_url}interview", level="3", kind="confirm", reason="维持", **missing
     )
-    assert response.status_code == 400 and "warning_signs: required" in response.get_data(as_text=True)
+    body = response.get_data(as_text=True)
+    assert response.status_code == 400 and "预警信号（危机可能来临时的想法、情绪、处境）：必填" in body
     response = post(
         psy,
         f"{case_url}interview",
@@ -829,7 +829,7 @@ def test_case_pages(web):
 
     response = post(psy, f"{case_url}advance", case_url, event="start_intervention")
     assert response.status_code == 302
-    assert "principal&#39;s approval" in psy.get(case_url).get_data(as_text=True)  # flashed
+    assert "须经校长审批" in psy.get(case_url).get_data(as_text=True)  # flashed
     assert post(psy, f"{case_url}approve", case_url).status_code == 403
     assert "审批通过方案" in head.get(case_url).get_data(as_text=True)
     assert post(head, f"{case_url}approve", case_url, reason="同意").status_code == 302
@@ -880,7 +880,7 @@ def test_case_pages(web):
         assert set(case.exit_criteria) == {"safety_plan"}
         assert [e.actor for e in case.events if e.kind in ("plan", "task")][-4:] == ["klass", "psy", "psy", "psy"]
     assert post(psy, f"{case_url}advance", case_url, event="transfer", reason="").status_code == 302
-    assert "reason is required" in psy.get(case_url).get_data(as_text=True)
+    assert "请填写理由" in psy.get(case_url).get_data(as_text=True)
     assert post(psy, f"{case_url}advance", case_url, event="transfer", reason="转学至外市").status_code == 302
     page = psy.get(case_url).get_data(as_text=True)
     assert "不能再变更" in page and 'value="close"' not in page and "转学至外市" in page
