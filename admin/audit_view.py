@@ -23,7 +23,7 @@ from wtforms.validators import Length, Optional
 
 from xinshu.account_scope import MANAGER_ROLES, Manager, manager_of, users_within
 from xinshu.admin.access import logged_in_user
-from xinshu.admin.base import SecureView
+from xinshu.admin.base import SecureDbView
 from xinshu.admin.formatting import CHINA_TZ
 from xinshu.admin.paging import PAGE_SIZE, page_number
 from xinshu.audit import ACTIONS, AuditUnavailable, end_read_transaction, record_read
@@ -107,14 +107,10 @@ def detail_text(detail: Any) -> str:
     return text if len(text) <= DETAIL_SHOWN_CHARS else text[: DETAIL_SHOWN_CHARS - 1] + "…"
 
 
-class AuditLogView(SecureView):
+class AuditLogView(SecureDbView):
     """审计日志: read-only, filtered, sorted by a whitelist, paginated; its own reads are audited."""
 
     required_roles = MANAGER_ROLES
-
-    def __init__(self, db: Any, *args: Any, **kwargs: Any):
-        self.db = db
-        super().__init__(*args, **kwargs)
 
     def visible_events(self, manager: Manager) -> Select:
         """``select(AuditEvent)`` of the rows ``manager`` may read."""

@@ -100,6 +100,23 @@ class SecureView(AccessMixin, BaseView):
     """A plain back-office page that requires login."""
 
 
+class SecureDbView(SecureView):
+    """A plain back-office page that reads the database.
+
+    Construct with the :class:`xinshu.db.Database` (or anything with a ``.session``)
+    as the first argument; :attr:`session` is the request-scoped session.
+    """
+
+    def __init__(self, db: Any, *args: Any, **kwargs: Any):
+        self.db = db
+        super().__init__(*args, **kwargs)
+
+    @property
+    def session(self) -> Any:
+        """The request-scoped SQLAlchemy session."""
+        return self.db.session
+
+
 class SecureModelView(AccessMixin, ModelView):
     """A model view with login, CSRF, org-unit scoping and audited reads.
 
@@ -208,6 +225,7 @@ __all__ = [
     "MAX_PAGE",
     "AccessMixin",
     "FlaskWTFCSRF",
+    "SecureDbView",
     "SecureModelView",
     "SecureView",
     "XinshuSecureForm",

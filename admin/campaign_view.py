@@ -21,7 +21,7 @@ from flask_babel import gettext as _
 from sqlalchemy import func, or_, select
 
 from xinshu.admin.access import MAX_ID, logged_in_user
-from xinshu.admin.base import SecureView
+from xinshu.admin.base import SecureDbView
 from xinshu.admin.formatting import current_services, local_time
 from xinshu.admin.privacy_forms import BASIS_LABELS, DECISION_LABELS, CampaignForm, ConsentForm, options
 from xinshu.admin.privacy_scope import LIST_LIMIT, find_student, role_prefixes, students_under
@@ -64,16 +64,8 @@ def _instrument_titles() -> dict[str, str]:
     return {i: inst.title.get("zh") or i for i, inst in instruments.items()}
 
 
-class CampaignAdminView(SecureView):
+class CampaignAdminView(SecureDbView):
     """测评活动: campaigns, their guardian notice and consent records."""
-
-    def __init__(self, db: Any, *args: Any, **kwargs: Any):
-        self.db = db
-        super().__init__(*args, **kwargs)
-
-    @property
-    def session(self):
-        return self.db.session
 
     def _campaign(self, campaign_id: int) -> Campaign:
         """The campaign if the user sees it; 404 otherwise (missing and out of scope alike)."""

@@ -19,7 +19,7 @@ from sqlalchemy import false, or_, select
 from sqlalchemy.orm import aliased
 
 from xinshu.admin.access import MAX_ID, logged_in_user
-from xinshu.admin.base import SecureView
+from xinshu.admin.base import SecureDbView
 from xinshu.admin.formatting import current_services, local_time
 from xinshu.admin.privacy_forms import RequestForm, options
 from xinshu.admin.privacy_scope import LIST_LIMIT, find_student, role_prefixes
@@ -47,18 +47,10 @@ from xinshu.models import DataRequest, OrgUnit
 log = logging.getLogger(__name__)
 
 
-class DataRequestAdminView(SecureView):
+class DataRequestAdminView(SecureDbView):
     """更正与删除请求: receive, approve or reject, complete."""
 
     required_roles = REQUEST_ROLES
-
-    def __init__(self, db: Any, *args: Any, **kwargs: Any):
-        self.db = db
-        super().__init__(*args, **kwargs)
-
-    @property
-    def session(self):
-        return self.db.session
 
     def _request(self, request_id: int) -> DataRequest:
         if not 0 < request_id <= MAX_ID:

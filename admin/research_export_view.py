@@ -9,14 +9,13 @@ from __future__ import annotations
 import io
 import logging
 import os
-from typing import Any
 
 from flask import abort, current_app, request, send_file
 from flask_admin import expose
 from flask_babel import gettext as _
 
 from xinshu.admin.access import logged_in_user
-from xinshu.admin.base import SecureView
+from xinshu.admin.base import SecureDbView
 from xinshu.admin.privacy_forms import ExportForm, options
 from xinshu.admin.privacy_scope import role_prefixes, students_under
 from xinshu.campaigns import visible_campaigns
@@ -30,14 +29,10 @@ log = logging.getLogger(__name__)
 EXPORT_ROLES = ("bureau_admin", "district_admin")
 
 
-class ResearchExportView(SecureView):
+class ResearchExportView(SecureDbView):
     """去标识化导出: a campaign's scores without identifiers, for bureau and district administrators."""
 
     required_roles = EXPORT_ROLES
-
-    def __init__(self, db: Any, *args: Any, **kwargs: Any):
-        self.db = db
-        super().__init__(*args, **kwargs)
 
     @expose("/", methods=("GET", "POST"))
     def index(self):

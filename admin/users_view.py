@@ -67,7 +67,7 @@ from xinshu.admin.account_forms import (
     PasswordForm,
     fill_role_fields,
 )
-from xinshu.admin.base import SecureView
+from xinshu.admin.base import SecureDbView
 from xinshu.admin.formatting import ROLE_LABELS, local_time
 from xinshu.admin.paging import PAGE_SIZE, page_number
 from xinshu.audit import end_read_transaction, record_now
@@ -95,14 +95,10 @@ def account_status(user: User) -> list[str]:
     return labels
 
 
-class UserAdminView(SecureView):
+class UserAdminView(SecureDbView):
     """用户管理: accounts within the manager's scope (see the module docstring)."""
 
     required_roles = MANAGER_ROLES
-
-    def __init__(self, db: Any, *args: Any, **kwargs: Any):
-        self.db = db
-        super().__init__(*args, **kwargs)
 
     def _session(self) -> Session:
         return self.db.session

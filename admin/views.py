@@ -32,7 +32,7 @@ from xinshu.admin.access import (
     student_access,
     user_roles,
 )
-from xinshu.admin.base import FlaskWTFCSRF, SecureModelView, SecureView, XinshuSecureForm, parse_id
+from xinshu.admin.base import FlaskWTFCSRF, SecureDbView, SecureModelView, SecureView, XinshuSecureForm, parse_id
 from xinshu.admin.break_glass import BreakGlassView
 from xinshu.admin.case_view import CaseView
 from xinshu.admin.exporting import ExportColumn, ExportMixin
@@ -81,6 +81,7 @@ __all__ = [
     "PluginsView",
     "ResponseView",
     "RulesBacktestView",
+    "SecureDbView",
     "SecureIndexView",
     "SecureModelView",
     "SecureView",

@@ -43,7 +43,7 @@ from sqlalchemy import select
 
 from xinshu import hookimpl
 from xinshu.admin.formatting import CASE_STATE_LABELS, ROLE_LABELS, current_services, level_badge, local_time
-from xinshu.admin.views import MAX_ID, SecureView, audit_read, logged_in_user, role_covers, student_access
+from xinshu.admin.views import MAX_ID, SecureDbView, audit_read, logged_in_user, role_covers, student_access
 from xinshu.errors import XinshuError
 from xinshu.i18n import lazy_labels
 from xinshu.models import OPEN_CASE_STATES, ROLES, Case, Interview, User
@@ -142,18 +142,10 @@ def answer_text(item, value: Any) -> str:
     return labels.get(value, str(value)) if isinstance(value, str) else str(value)
 
 
-class CaseWorkflowView(SecureView):
+class CaseWorkflowView(SecureDbView):
     """个案处置: one case through the six steps."""
 
-    def __init__(self, db: Any, *args: Any, **kwargs: Any):
-        self.db = db
-        super().__init__(*args, **kwargs)
-
     # --- lookups and roles ------------------------------------------------------
-
-    @property
-    def session(self):
-        return self.db.session
 
     def _case(self, case_id: int) -> Case:
         """The case if the current user may see it; 404 otherwise (missing or out of scope alike)."""

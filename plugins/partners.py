@@ -56,7 +56,14 @@ from xinshu.admin.formatting import (
     local_time,
     select_choices,
 )
-from xinshu.admin.views import SecureModelView, SecureView, audit_read, logged_in_user, role_covers, student_access
+from xinshu.admin.views import (
+    SecureDbView,
+    SecureModelView,
+    audit_read,
+    logged_in_user,
+    role_covers,
+    student_access,
+)
 from xinshu.errors import XinshuError
 from xinshu.i18n import lazy_labels
 from xinshu.models import (
@@ -505,12 +512,8 @@ class ConsentForm(FlaskForm):
     submit = SubmitField(_l("登记"))
 
 
-class CaseDeskView(SecureView):
+class CaseDeskView(SecureDbView):
     """转介与家校沟通: one case's referrals, parent ledger, consent and plan resources."""
-
-    def __init__(self, db: Any, *args: Any, **kwargs: Any):
-        self.db = db
-        super().__init__(*args, **kwargs)
 
     @expose("/")
     def index(self):

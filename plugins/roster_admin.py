@@ -58,7 +58,7 @@ from wtforms import BooleanField, HiddenField, SelectField, StringField, TextAre
 from wtforms.validators import DataRequired, Length, Optional, Regexp
 
 from xinshu import audit, hookimpl
-from xinshu.admin.views import SecureView, logged_in_user, user_roles
+from xinshu.admin.views import SecureDbView, logged_in_user, user_roles
 from xinshu.class_units import class_name
 from xinshu.errors import ImportRejected, RowError, XinshuError
 from xinshu.models import OrgUnit, User
@@ -196,14 +196,10 @@ def _upload(storage) -> tuple[str, bytes]:
 # --- the view --------------------------------------------------------------------
 
 
-class RosterView(SecureView):
+class RosterView(SecureDbView):
     """名册管理: upload with preview and confirmation, school-year rollover, transfers."""
 
     required_roles = ROSTER_ROLES
-
-    def __init__(self, db: Any, *args: Any, **kwargs: Any):
-        self.db = db
-        super().__init__(*args, **kwargs)
 
     # --- upload: preview and confirm
 
