@@ -105,6 +105,17 @@ def guarded(
     return formatter_
 
 
+def fmt_student(view: Any, context: Any, model: Any, name: str) -> Markup | str:
+    """The row's student as "name #id" for users who may see the student's identity, else "#id"
+    (a column formatter for rows with a ``student`` relationship; the name is escaped)."""
+    student = model.student
+    if student is None:
+        return ""
+    if may(student, "identity"):
+        return Markup('{} <small class="text-muted">#{}</small>').format(student.name, student.id)
+    return f"#{student.id}"
+
+
 def audit_read(action: str, object_type: str, object_id: Any = "", *, outcome: str = "ok", **detail: Any) -> None:
     """Write the audit row of a sensitive read before anything is shown.
 

@@ -10,7 +10,7 @@ from flask_babel import lazy_gettext as _l
 from markupsafe import Markup
 from sqlalchemy.orm import selectinload
 
-from xinshu.admin.access import guarded, hidden, may, student_access
+from xinshu.admin.access import fmt_student, guarded, hidden, may, student_access
 from xinshu.admin.base import SecureModelView
 from xinshu.admin.exporting import ExportColumn, ExportMixin, text_time
 from xinshu.admin.formatting import CASE_STATE_LABELS, choices, fmt_events, fmt_level, fmt_tasks
@@ -54,8 +54,9 @@ class CaseView(ExportMixin, SecureModelView):
         "tasks": _l("方案任务"),
         "events": _l("处置记录"),
     }
-    column_formatters: ClassVar[dict[str, Any]] = {"level": fmt_level}
+    column_formatters: ClassVar[dict[str, Any]] = {"student": fmt_student, "level": fmt_level}
     column_formatters_detail: ClassVar[dict[str, Any]] = {
+        "student": fmt_student,
         "level": fmt_level,
         "template_id": guarded("plan"),
         "template_version": guarded("plan"),

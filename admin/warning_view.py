@@ -24,7 +24,16 @@ from sqlalchemy.orm import selectinload
 from wtforms import RadioField, SelectField, SubmitField, TextAreaField
 from wtforms.validators import DataRequired, Length
 
-from xinshu.admin.access import audit_read, guarded, logged_in_user, may, role_covers, student_access, user_roles
+from xinshu.admin.access import (
+    audit_read,
+    fmt_student,
+    guarded,
+    logged_in_user,
+    may,
+    role_covers,
+    student_access,
+    user_roles,
+)
 from xinshu.admin.base import SecureModelView, parse_id
 from xinshu.admin.exporting import ExportColumn, ExportMixin, text_time
 from xinshu.admin.formatting import (
@@ -99,8 +108,13 @@ class WarningView(ExportMixin, SecureModelView):
         "acknowledged_at": _l("确认时间"),
         "history": _l("等级变化记录"),
     }
-    column_formatters: ClassVar[dict[str, Any]] = {"level": fmt_level, "inputs": guarded("results", fmt_inputs)}
+    column_formatters: ClassVar[dict[str, Any]] = {
+        "student": fmt_student,
+        "level": fmt_level,
+        "inputs": guarded("results", fmt_inputs),
+    }
     column_formatters_detail: ClassVar[dict[str, Any]] = {
+        "student": fmt_student,
         "level": fmt_level,
         "response": guarded("results"),
         "rule_id": guarded("results"),

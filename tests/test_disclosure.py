@@ -241,6 +241,17 @@ def test_a3_psychology_teacher_of_school_a_cannot_reach_school_b(world):
 # --- A4: no assignment, nothing --------------------------------------------------------
 
 
+def test_warning_and_case_lists_name_the_students_the_user_may_identify(world):
+    """A school's psychology teacher holds ``identity``: the warning and case lists show each student's
+    name with the id; students of other schools never appear."""
+    app, ids = world
+    psy = client_for(app, "psy_a")
+    for view in ("warning", "case"):
+        body = html(psy.get(f"/admin/{view}/"))
+        assert f'{NAMES["a1"]} <small class="text-muted">#{ids["a1"]}</small>' in body, view
+        assert NAMES["b1"] not in body, view
+
+
 def test_a4_user_without_assignment_sees_zero_rows_everywhere(world):
     app, ids = world
     for view in admin_views(app):
